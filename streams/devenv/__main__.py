@@ -1,0 +1,73 @@
+"""``python -m streams.devenv {up,down,status}``: what ``make up`` / ``make down`` run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from streams.config import ENV_FILE, RUN_DIR
+
+from .kafka import DEFAULT_KAFKA_VERSION, KafkaBroker
+from .postgres import PostgresCluster
+from .process import StartError
+
+
+def _services() -> tuple[KafkaBroker, PostgresCluster]:
+    kafka = KafkaBroker(
+        run_dir=RUN_DIR,
+        version=os.environ.get("KAFKA_VERSION", DEFAULT_KAFKA_VERSION),
+        port=int(os.environ.get("DBOPT_KAFKA_PORT", "19092")),
+        controller_port=int(os.environ.get("DBOPT_KAFKA_CONTROLLER_PORT", "19093")),
+    )
+    postgres = PostgresCluster(run_dir=RUN_DIR, port=int(os.environ.get("DBOPT_PG_PORT", "15432")))
+    return kafka, postgres
+
+
+def up() -> None:
+    kafka, postgres = _services()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    postgres.start()
+    kafka.start()
+    ENV_FILE.write_text(
+        f"DBOPT_KAFKA_BOOTSTRAP={kafka.bootstrap}\nDBOPT_DATABASE_URL={postgres.url}\n"
+    )
+    print(f"wrote {ENV_FILE}")
+
+
+def down() -> None:
+    kafka, postgres = _services()
+    kafka.stop()
+    postgres.stop()
+
+
+def status() -> int:
+    kafka, postgres = _services()
+    k_ok, p_ok = kafka.ready(), postgres.ready()
+    print(f"kafka      {kafka.bootstrap:<22} {'up' if k_ok else 'down'}")
+    print(f"postgresql 127.0.0.1:{postgres.port:<12} {'up' if p_ok else 'down'}")
+    return 0 if k_ok and p_ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streams.devenv",
+        description="Start, stop or check the local Kafka broker and PostgreSQL used by tests and the demo.",
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            up()
+        elif args.action == "down":
+            down()
+        else:
+            return status()
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""A single-node Apache Kafka broker (KRaft) on loopback, from Maven Central artifacts.
+
+The artifacts are fetched by Maven (``kafka-pom.xml``) into ``.run/kafka/<version>/libs``
+and cached in ``~/.m2``; the broker runs as ``java -cp libs/* kafka.Kafka``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .process import StartError, read_pid, run, stop_pid, tail, wait_until
+
+# Newest 4.x release fully published on Maven Central that aiokafka 0.14 (faust-streaming
+# 0.15) and confluent-kafka 2.x work with; see docs/ARCHITECTURE.md ("Kafka version").
+DEFAULT_KAFKA_VERSION = "4.3.1"
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    run_dir: Path
+    version: str = DEFAULT_KAFKA_VERSION
+    port: int = 19092
+    controller_port: int = 19093
+    heap: str = "1g"
+
+    @property
+    def home(self) -> Path:
+        return self.run_dir / "kafka" / self.version
+
+    @property
+    def libs(self) -> Path:
+        return self.home / "libs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "kafka" / "kafka.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "kafka" / "kafka.pid"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def fetch(self) -> None:
+        """Download the broker's jars with Maven unless they are already there."""
+        marker = self.libs / ".complete"
+        if marker.exists():
+            return
+        if shutil.which("mvn") is None:
+            raise StartError("Maven (mvn) is needed to fetch Kafka from Maven Central; apt-get install maven")
+        print(f"fetching Apache Kafka {self.version} from Maven Central ...", flush=True)
+        if self.libs.exists():
+            shutil.rmtree(self.libs)
+        run(
+            [
+                "mvn", "-B", "-q", "-f", str(HERE / "kafka-pom.xml"),
+                "dependency:copy-dependencies",
+                f"-Dkafka.version={self.version}",
+                f"-DoutputDirectory={self.libs}",
+            ]
+        )
+        marker.write_text(self.version)
+
+    def _java(self, *args: str) -> list[str]:
+        return ["java", "-cp", f"{self.libs}/*", *args]
+
+    def _write_config(self) -> Path:
+        props = self.home / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=true",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.retention.check.interval.ms=60000",
+                    "",
+                ]
+            )
+        )
+        return props
+
+    def _format(self, props: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cluster_id = run(self._java("kafka.tools.StorageTool", "random-uuid"), quiet=True).stdout.strip()
+        cluster_id = cluster_id.splitlines()[-1] if cluster_id else uuid.uuid4().hex[:22]
+        run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)), quiet=True)
+
+    def running_pid(self) -> int | None:
+        return read_pid(self.pid_file)
+
+    def ready(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        try:
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
+            admin.list_topics(timeout=2)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+
+    def start(self) -> None:
+        if self.running_pid() is not None and self.ready():
+            print(f"kafka {self.version} already running on {self.bootstrap}")
+            return
+        self.fetch()
+        props = self._write_config()
+        self._format(props)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("w")
+        env = {**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{self.heap}"}
+        proc = subprocess.Popen(
+            [
+                "java", f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+                f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+                f"-Dlog4j.configuration=file:{HERE / 'log4j2.properties'}",
+                "-cp", f"{self.libs}/*", "kafka.Kafka", str(props),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+        self.pid_file.write_text(str(proc.pid))
+        wait_until(
+            self.ready,
+            timeout=90,
+            alive=lambda: proc.poll() is None,
+            what=f"Kafka {self.version}",
+            log=self.log_file,
+        )
+        print(f"kafka {self.version} ready on {self.bootstrap} (pid {proc.pid})")
+
+    def stop(self) -> None:
+        pid = self.running_pid()
+        if pid is None:
+            return
+        stop_pid(pid)
+        self.pid_file.unlink(missing_ok=True)
+        print("kafka stopped")
+
+    def log_tail(self) -> str:
+        return tail(self.log_file)
