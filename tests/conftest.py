@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests marked ``infra`` talk to the real local Kafka and PostgreSQL;
+the session starts them (``python -m streams.devenv up``) when they are not running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+from typing import Iterator
+
+import pytest
+
+from streams.config import Settings, Topics, load_settings
+
+
+def _infra_up() -> None:
+    proc = subprocess.run([sys.executable, "-m", "streams.devenv", "up"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not start local Kafka/PostgreSQL:\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture(scope="session")
+def infra() -> Settings:
+    """Settings pointing at the running local broker and database."""
+    _infra_up()
+    return load_settings()
+
+
+@pytest.fixture
+def unique_topics(infra: Settings) -> Topics:
+    """A private set of topic names for one test, so tests never see each other's records."""
+    suffix = uuid.uuid4().hex[:8]
+    return Topics(**{name: f"{value}.t{suffix}" for name, value in Topics().all().items()})
+
+
+@pytest.fixture
+def settings(infra: Settings, unique_topics: Topics) -> Settings:
+    """Settings with this test's private topics."""
+    return replace(infra, topics=unique_topics)
+
+
+@pytest.fixture
+def scratch_db(infra: Settings) -> Iterator[str]:
+    """URL of a new, empty database (dropped afterwards)."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = infra.database_url.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
