@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "demo": "streams.demo.run",
     "worker": "streams.app.worker",
     "analyze": "streams.advise.cli",
+    "advisor": "streams.advise.agent",
     "command": "streams.execute.command_cli",
     "executor": "streams.execute.cli",
 }
