@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by the commands: topic creation and small consumer helpers."""

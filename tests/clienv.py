@@ -1,0 +1,44 @@
+"""Run the real ``dbopt`` console script against a test's Settings (private topics, same servers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from streams.config import Settings
+
+DBOPT = str(Path(sys.executable).with_name("dbopt"))
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The process environment that makes ``load_settings()`` in a child see ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBOPT_")}
+    env["DBOPT_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+    env["DBOPT_DATABASE_URL"] = settings.database_url
+    env["DBOPT_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url or ""
+    for key, name in settings.topics.all().items():
+        env[f"DBOPT_TOPIC_{key.upper()}"] = name
+    env.update(extra)
+    return env
+
+
+def dbopt(settings: Settings, *args: str, stdin: str | None = None, timeout: float = 60, **extra: str
+          ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DBOPT, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+        env=settings_env(settings, **extra),
+    )
+
+
+def delete_topics(settings: Settings) -> None:
+    """Remove a test's private topics (those that were created)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    present = admin.list_topics(timeout=10).topics
+    names = [n for n in settings.topics.all().values() if n in present]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
