@@ -52,3 +52,10 @@ def scratch_db(infra: Settings) -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(infra.database_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the servers are marked ``infra`` (``make unit`` runs the others)."""
+    for item in items:
+        if "infra" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.infra)
