@@ -8,6 +8,8 @@ right after ``make up``.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -50,6 +52,75 @@ class TopicPolicy:
     command_retention_ms: int = 90 * 24 * 3600 * 1000
 
 
+CRITICALITIES = ("critical", "high", "medium")  # most critical first
+SEASONS = ("peak", "proposal", "off")
+
+
+@dataclass(frozen=True)
+class ContextRule:
+    """Queries touching one of ``tables`` belong to ``context``, which has ``criticality``."""
+
+    context: str
+    criticality: str
+    tables: tuple[str, ...]
+
+
+DEFAULT_CONTEXT_RULES: tuple[ContextRule, ...] = (
+    ContextRule("booking", "critical", ("bookings", "reservations", "availability")),
+    ContextRule("payment", "critical", ("payments", "invoices", "transactions")),
+    ContextRule("vendor_search", "high", ("vendors", "suppliers", "services")),
+    ContextRule("timeline", "high", ("timeline", "schedule", "events", "timeline_events")),
+    ContextRule("guest_management", "medium", ("guests", "invitations", "rsvp")),
+)
+
+
+def _default_slo() -> dict[str, float]:
+    return {"booking": 50.0, "vendor_search": 100.0, "payment": 20.0, "timeline": 30.0}
+
+
+@dataclass(frozen=True)
+class DomainSettings:
+    """Business contexts and their p95 SLOs (DBOPT_CONTEXT_RULES, DBOPT_SLO_P95_MS, ...)."""
+
+    context_rules: tuple[ContextRule, ...] = DEFAULT_CONTEXT_RULES
+    default_context: str = "other"
+    default_criticality: str = "medium"
+    slo_p95_ms: Mapping[str, float] = field(default_factory=_default_slo)
+    default_slo_p95_ms: float = 200.0
+    # SLO threshold = base SLO x multiplier of the season the window falls in
+    season_slo_multipliers: Mapping[str, float] = field(
+        default_factory=lambda: {season: 1.0 for season in SEASONS}
+    )
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Limits the ingest stage enforces on every QueryEvent (DBOPT_INGEST_*)."""
+
+    max_age_ms: int = 3600 * 1000
+    max_future_skew_ms: int = 5 * 60 * 1000
+    max_query_text: int = 16_384
+    max_tables: int = 64
+    max_string: int = 256
+    max_fingerprints_per_service: int = 1000
+    statement_types: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "UTILITY")
+    statement_cache: int = 4096
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """Alert conditions and their hysteresis (DBOPT_DETECT_*)."""
+
+    window_kinds: tuple[str, ...] = ("tumbling",)
+    min_samples: int = 20
+    fire_after: int = 2
+    resolve_after: int = 2
+    regression_factor: float = 3.0
+    regression_floor_ms: float = 10.0
+    baseline_windows: int = 10
+    baseline_min_windows: int = 3
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -67,6 +138,10 @@ class Settings:
     freeze_weekdays: tuple[str, ...] = ("sat",)
     # command signing
     command_key: str | None = None
+    # ingest, business domain, detector
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    domain: DomainSettings = field(default_factory=DomainSettings)
+    detect: DetectSettings = field(default_factory=DetectSettings)
 
     def with_overrides(self, **changes: object) -> "Settings":
         return replace(self, **changes)
@@ -110,6 +185,120 @@ def _weekdays(raw: str) -> tuple[str, ...]:
     return days
 
 
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name}={value} must be a finite number of at least {minimum}")
+    return value
+
+
+def _json_object(env: Mapping[str, str], name: str) -> dict[str, object] | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _positive_numbers(env: Mapping[str, str], name: str, defaults: Mapping[str, float]) -> dict[str, float]:
+    """``defaults`` updated from a JSON object of positive numbers in ``name``."""
+    merged = dict(defaults)
+    for key, value in (_json_object(env, name) or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name}: {key!r} must be a positive number, got {value!r}")
+        merged[key] = float(value)
+    return merged
+
+
+def _context_rules(env: Mapping[str, str]) -> tuple[ContextRule, ...]:
+    """DBOPT_CONTEXT_RULES: ``{"booking": {"criticality": "critical", "tables": ["bookings"]}, ...}``.
+
+    Replaces the default rules; object order is the tie-break between equally critical contexts.
+    """
+    name = "DBOPT_CONTEXT_RULES"
+    spec = _json_object(env, name)
+    if spec is None:
+        return DEFAULT_CONTEXT_RULES
+    rules = []
+    for context, rule in spec.items():
+        if not isinstance(rule, dict) or set(rule) != {"criticality", "tables"}:
+            raise ConfigError(f"{name}: {context!r} needs exactly the keys 'criticality' and 'tables'")
+        if rule["criticality"] not in CRITICALITIES:
+            raise ConfigError(f"{name}: {context!r} criticality must be one of {CRITICALITIES}")
+        tables = rule["tables"]
+        if not isinstance(tables, list) or not all(isinstance(t, str) and t for t in tables):
+            raise ConfigError(f"{name}: {context!r} tables must be a list of table names")
+        rules.append(ContextRule(context, rule["criticality"], tuple(t.lower() for t in tables)))
+    return tuple(rules)
+
+
+def _domain(env: Mapping[str, str]) -> DomainSettings:
+    base = DomainSettings()
+    criticality = env.get("DBOPT_DEFAULT_CRITICALITY", base.default_criticality)
+    if criticality not in CRITICALITIES:
+        raise ConfigError(f"DBOPT_DEFAULT_CRITICALITY={criticality!r} must be one of {CRITICALITIES}")
+    multipliers = _positive_numbers(env, "DBOPT_SEASON_SLO_MULTIPLIERS", base.season_slo_multipliers)
+    unknown = set(multipliers) - set(SEASONS)
+    if unknown:
+        raise ConfigError(f"DBOPT_SEASON_SLO_MULTIPLIERS has unknown season(s) {sorted(unknown)}; use {SEASONS}")
+    return DomainSettings(
+        context_rules=_context_rules(env),
+        default_context=env.get("DBOPT_DEFAULT_CONTEXT", base.default_context),
+        default_criticality=criticality,
+        slo_p95_ms=_positive_numbers(env, "DBOPT_SLO_P95_MS", base.slo_p95_ms),
+        default_slo_p95_ms=_float(env, "DBOPT_SLO_DEFAULT_P95_MS", base.default_slo_p95_ms, 0.001),
+        season_slo_multipliers=multipliers,
+    )
+
+
+def _ingest(env: Mapping[str, str]) -> IngestSettings:
+    base = IngestSettings()
+    types = env.get("DBOPT_INGEST_STATEMENT_TYPES")
+    return IngestSettings(
+        max_age_ms=_int(env, "DBOPT_INGEST_MAX_AGE_MS", base.max_age_ms, 1),
+        max_future_skew_ms=_int(env, "DBOPT_INGEST_MAX_FUTURE_SKEW_MS", base.max_future_skew_ms, 0),
+        max_query_text=_int(env, "DBOPT_INGEST_MAX_QUERY_TEXT", base.max_query_text, 1),
+        max_tables=_int(env, "DBOPT_INGEST_MAX_TABLES", base.max_tables, 1),
+        max_string=_int(env, "DBOPT_INGEST_MAX_STRING", base.max_string, 1),
+        max_fingerprints_per_service=_int(
+            env, "DBOPT_INGEST_MAX_FINGERPRINTS_PER_SERVICE", base.max_fingerprints_per_service, 1
+        ),
+        statement_types=base.statement_types
+        if types is None
+        else tuple(t.strip().upper() for t in types.split(",") if t.strip()),
+        statement_cache=_int(env, "DBOPT_INGEST_STATEMENT_CACHE", base.statement_cache, 1),
+    )
+
+
+def _detect(env: Mapping[str, str]) -> DetectSettings:
+    base = DetectSettings()
+    kinds = env.get("DBOPT_DETECT_WINDOW_KINDS")
+    window_kinds = base.window_kinds if kinds is None else tuple(k.strip() for k in kinds.split(",") if k.strip())
+    if not window_kinds or set(window_kinds) - {"tumbling", "hopping"}:
+        raise ConfigError(f"DBOPT_DETECT_WINDOW_KINDS={kinds!r}: use tumbling and/or hopping")
+    return DetectSettings(
+        window_kinds=window_kinds,
+        min_samples=_int(env, "DBOPT_DETECT_MIN_SAMPLES", base.min_samples, 1),
+        fire_after=_int(env, "DBOPT_DETECT_FIRE_AFTER", base.fire_after, 1),
+        resolve_after=_int(env, "DBOPT_DETECT_RESOLVE_AFTER", base.resolve_after, 1),
+        regression_factor=_float(env, "DBOPT_DETECT_REGRESSION_FACTOR", base.regression_factor, 1.0),
+        regression_floor_ms=_float(env, "DBOPT_DETECT_REGRESSION_FLOOR_MS", base.regression_floor_ms),
+        baseline_windows=_int(env, "DBOPT_DETECT_BASELINE_WINDOWS", base.baseline_windows, 1),
+        baseline_min_windows=_int(env, "DBOPT_DETECT_BASELINE_MIN_WINDOWS", base.baseline_min_windows, 1),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``env`` (default: the process environment over ``.run/env``)."""
     if env is None:
@@ -142,4 +331,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         timezone=env.get("DBOPT_TIMEZONE", base.timezone),
         freeze_weekdays=base.freeze_weekdays if freeze is None else _weekdays(freeze),
         command_key=env.get("DBOPT_COMMAND_KEY") or None,
+        ingest=_ingest(env),
+        domain=_domain(env),
+        detect=_detect(env),
     )
