@@ -1,0 +1,177 @@
+"""The QueryEvent producer embedded in microservices.
+
+Its one promise to the service: it never blocks and never raises. Events go into
+librdkafka's bounded queue (``queue.buffering.max.messages``); when the queue is full, the
+broker is down, or anything else goes wrong, the event is dropped and counted
+(``dbopt_sdk_events_dropped_total{service,reason}``), and a warning is logged at most once per
+``log_interval_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import Counter as Tally
+from typing import Any, Mapping
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from streams.client.events import InvalidEvent, check_context, prepare_record, query_event
+from streams.client.metrics import EVENTS_DROPPED, EVENTS_SENT, DropLog
+from streams.config import Settings
+from streams.serde import Codec, SchemaError
+from streams.sql import StatementCache
+
+log = logging.getLogger(__name__)
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class EventProducer:
+    """Normalizes statements in-process and produces QueryEvents to ``settings.topics.query_events``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        instance_id: str | None = None,
+        database: str | None = None,
+        *,
+        log_interval_s: float = 10.0,
+        extra_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not service:
+            raise ValueError("service must be a non-empty name, e.g. 'booking-service'")
+        self.service = service
+        self.instance_id = instance_id or default_instance_id()
+        self.database = database
+        self.topic = settings.topics.query_events
+        self.cache = StatementCache(settings.sdk_statement_cache)
+        self._codec = Codec.from_settings(settings)
+        self._key = service.encode()
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "client.id": f"dbopt-sdk-{service}",
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": settings.sdk_compression,
+                "linger.ms": settings.sdk_linger_ms,
+                "queue.buffering.max.messages": settings.sdk_buffer_messages,
+                **(extra_config or {}),
+            }
+        )
+        self._sent_metric = EVENTS_SENT.labels(service=service)
+        self._drop_log = DropLog(log, service, log_interval_s)
+        self._lock = threading.Lock()
+        self._closed = False
+        self.sent = 0
+        self.dropped: Tally[str] = Tally()
+
+    # -- emitting -------------------------------------------------------------------------
+
+    def emit_statement(
+        self,
+        sql: str,
+        duration_ms: float,
+        rows: int,
+        error: str | None = None,
+        event_time_ms: int | None = None,
+        **context: object,
+    ) -> bool:
+        """Queue one event for an executed statement. Returns False when it was dropped."""
+        try:
+            check_context(context)
+            if self.database is not None:
+                context = {"database": self.database, **context}
+            record = query_event(
+                sql=sql, cache=self.cache, service=self.service, instance_id=self.instance_id,
+                duration_ms=duration_ms, rows=rows, error=error, event_time_ms=event_time_ms,
+                context=context,
+            )
+        except Exception:  # a bad argument from the service must not break its request
+            return self._drop("invalid_event")
+        return self._produce(record)
+
+    def emit(self, record: Mapping[str, Any]) -> bool:
+        """Queue a pre-built QueryEvent dict (its query_text is normalized). False when dropped."""
+        try:
+            prepared = self.prepare(record)
+        except InvalidEvent:
+            return self._drop("invalid_event")
+        return self._produce(prepared)
+
+    def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The QueryEvent that :meth:`emit` would send; raises :class:`InvalidEvent` (for tools
+        such as ``dbopt produce`` that must report bad input instead of counting it)."""
+        prepared = prepare_record(
+            record, cache=self.cache, service=self.service, instance_id=self.instance_id, database=self.database
+        )
+        try:
+            self._codec.validate("QueryEvent", prepared)
+        except SchemaError as exc:
+            raise InvalidEvent(str(exc)) from None
+        return prepared
+
+    def _produce(self, record: dict[str, Any]) -> bool:
+        if self._closed:
+            return self._drop("closed")
+        try:
+            value = self._codec.encode("QueryEvent", record, topic=self.topic)
+        except Exception:
+            return self._drop("encode_error")
+        try:
+            self._producer.produce(self.topic, value=value, key=self._key, on_delivery=self._on_delivery)
+        except BufferError:
+            return self._drop("buffer_full")
+        except Exception:
+            return self._drop("produce_error")
+        finally:
+            self._producer.poll(0)
+        return True
+
+    # -- delivery accounting ---------------------------------------------------------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._drop("delivery_failed")
+            return
+        with self._lock:
+            self.sent += 1
+        self._sent_metric.inc()
+
+    def _drop(self, reason: str, count: int = 1) -> bool:
+        with self._lock:
+            self.dropped[reason] += count
+        EVENTS_DROPPED.labels(service=self.service, reason=reason).inc(count)
+        self._drop_log.record(reason)
+        return False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Events queued or in flight, not yet acknowledged."""
+        return len(self._producer)
+
+    def flush(self, timeout: float = 5.0) -> int:
+        """Wait up to ``timeout`` seconds for queued events; returns how many are still pending."""
+        return self._producer.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush, then count what could not be delivered as dropped (reason ``unflushed``)."""
+        if self._closed:
+            return
+        self._closed = True
+        remaining = self.flush(timeout)
+        if remaining:
+            self._drop("unflushed", remaining)
+
+    def __enter__(self) -> "EventProducer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
