@@ -122,6 +122,30 @@ class DetectSettings:
 
 
 @dataclass(frozen=True)
+class ExecutorSettings:
+    """How `dbopt executor` applies commands (DBOPT_EXECUTOR_*, DBOPT_AGGRESSIVENESS, ...)."""
+
+    # conservative | moderate | aggressive: which automatic actions apply (see docs/executor.md)
+    aggressiveness: str = "moderate"
+    max_indexes_per_table: int = 10
+    lock_timeout_ms: int = 5_000
+    statement_timeout_ms: int = 3_600_000
+    executor_id: str = ""  # "" -> host:pid
+    audit_schema: str = "dbopt"
+    consumer_group: str = "dbopt-executor"
+    poll_timeout_s: float = 1.0
+    # PostgreSQL unavailable: wait between reconnect attempts, doubling up to this cap
+    db_retry_max_s: float = 30.0
+    # deferred commands in the audit table are re-examined this often
+    deferred_recheck_s: float = 60.0
+    # session advisory lock key held while an executor works: two never act at once
+    advisory_lock_key: int = 0x6462_6F70_7465_7865  # "dboptexe"
+
+
+AGGRESSIVENESS_LEVELS = ("conservative", "moderate", "aggressive")
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: str = "postgresql://dbopt:dbopt@127.0.0.1:15432/dbopt"
@@ -142,6 +166,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     domain: DomainSettings = field(default_factory=DomainSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     def with_overrides(self, **changes: object) -> "Settings":
         return replace(self, **changes)
@@ -299,6 +324,26 @@ def _detect(env: Mapping[str, str]) -> DetectSettings:
     )
 
 
+def _executor(env: Mapping[str, str]) -> ExecutorSettings:
+    base = ExecutorSettings()
+    level = env.get("DBOPT_AGGRESSIVENESS", base.aggressiveness).strip().lower()
+    if level not in AGGRESSIVENESS_LEVELS:
+        raise ConfigError(f"DBOPT_AGGRESSIVENESS={level!r}: use one of {', '.join(AGGRESSIVENESS_LEVELS)}")
+    return ExecutorSettings(
+        aggressiveness=level,
+        max_indexes_per_table=_int(env, "DBOPT_MAX_INDEXES_PER_TABLE", base.max_indexes_per_table, 1),
+        lock_timeout_ms=_int(env, "DBOPT_EXECUTOR_LOCK_TIMEOUT_MS", base.lock_timeout_ms, 1),
+        statement_timeout_ms=_int(env, "DBOPT_EXECUTOR_STATEMENT_TIMEOUT_MS", base.statement_timeout_ms, 1),
+        executor_id=env.get("DBOPT_EXECUTOR_ID", base.executor_id),
+        audit_schema=env.get("DBOPT_AUDIT_SCHEMA", base.audit_schema),
+        consumer_group=env.get("DBOPT_EXECUTOR_GROUP", base.consumer_group),
+        poll_timeout_s=_float(env, "DBOPT_EXECUTOR_POLL_TIMEOUT_S", base.poll_timeout_s, 0.01),
+        db_retry_max_s=_float(env, "DBOPT_EXECUTOR_DB_RETRY_MAX_S", base.db_retry_max_s, 0.1),
+        deferred_recheck_s=_float(env, "DBOPT_EXECUTOR_DEFERRED_RECHECK_S", base.deferred_recheck_s, 0.1),
+        advisory_lock_key=_int(env, "DBOPT_EXECUTOR_LOCK_KEY", base.advisory_lock_key, 0),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``env`` (default: the process environment over ``.run/env``)."""
     if env is None:
@@ -334,4 +379,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest=_ingest(env),
         domain=_domain(env),
         detect=_detect(env),
+        executor=_executor(env),
     )

@@ -1,0 +1,136 @@
+"""OptimizationCommand records: building, deterministic ids, HMAC signing and verification.
+
+Shared by everything that writes commands (the advisor, its verifier, ``dbopt command submit``)
+and by the executor that checks them. A command is a plain dict shaped like
+``schemas/OptimizationCommand.avsc``; every field of the schema is always present, so a record
+that went through Avro and back verifies exactly like the one that was signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any, Iterable
+
+from pglast import parse_sql
+from pglast.parser import ParseError
+from pglast.stream import RawStream
+
+from streams.config import ConfigError, Settings
+
+ORIGINS = ("advisor", "operator", "verifier")
+ACTIONS = ("create_index", "drop_index", "analyze", "vacuum", "reindex")
+# an action an operator's statement could not be classified as; the executor rejects it
+UNKNOWN_ACTION = "unknown"
+
+
+class CommandKeyError(ConfigError):
+    """No signing key: commands can be neither signed nor verified."""
+
+
+def command_key(settings: Settings) -> bytes:
+    """The HMAC key from ``DBOPT_COMMAND_KEY``, or a clear error when it is not set."""
+    if not settings.command_key:
+        raise CommandKeyError(
+            "DBOPT_COMMAND_KEY is not set: commands are HMAC-signed and the executor refuses "
+            "unsigned ones; set the same secret for the advisor, `dbopt command submit` and the executor"
+        )
+    return settings.command_key.encode()
+
+
+def normalized_sql(sql: str) -> str:
+    """The statement as PostgreSQL's parser sees it (case, spacing and comments unified).
+
+    Literals are kept: two partial indexes that differ only in their constant are different
+    commands. Text that does not parse is only stripped, so it still gets a stable id."""
+    try:
+        statements = parse_sql(sql)
+    except ParseError:
+        return sql.strip()
+    return "; ".join(RawStream()(raw.stmt) for raw in statements)
+
+
+def command_id(origin: str, action: str, sql: str, rollback_of: str | None = None) -> str:
+    """Deterministic id: the same statement from the same origin is the same command."""
+    material = json.dumps([origin, action, normalized_sql(sql), rollback_of], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def build_command(
+    origin: str,
+    action: str,
+    sql: str,
+    rollback_sql: str | None = None,
+    table: str | None = None,
+    emergency: bool = False,
+    rollback_of: str | None = None,
+    *,
+    service: str | None = None,
+    context: str | None = None,
+    fingerprints: Iterable[str] = (),
+    p95_before_ms: float | None = None,
+    cost_before: float | None = None,
+    cost_after: float | None = None,
+    reason: str = "",
+    created_at: int | None = None,
+) -> dict[str, Any]:
+    """An unsigned OptimizationCommand record (``signature`` is empty until :func:`sign`)."""
+    if origin not in ORIGINS:
+        raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
+    if action not in ACTIONS and action != UNKNOWN_ACTION:
+        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+    if emergency and origin != "operator":
+        raise ValueError("only an operator may mark a command as emergency")
+    return {
+        "command_id": command_id(origin, action, sql, rollback_of),
+        "created_at": int(time.time() * 1000) if created_at is None else int(created_at),
+        "origin": origin,
+        "action": action,
+        "sql": sql,
+        "rollback_sql": rollback_sql,
+        "table": table,
+        "emergency": bool(emergency),
+        "rollback_of": rollback_of,
+        "service": service,
+        "context": context,
+        "fingerprints": list(fingerprints),
+        "p95_before_ms": None if p95_before_ms is None else float(p95_before_ms),
+        "cost_before": None if cost_before is None else float(cost_before),
+        "cost_after": None if cost_after is None else float(cost_after),
+        "reason": reason,
+        "signature": "",
+    }
+
+
+def canonical_bytes(record: dict[str, Any]) -> bytes:
+    """Canonical JSON of every field except ``signature`` (sorted keys, no spaces, UTF-8)."""
+    body = {k: v for k, v in record.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _mac(record: dict[str, Any], key: bytes) -> str:
+    return hmac.new(key, canonical_bytes(record), hashlib.sha256).hexdigest()
+
+
+def sign(record: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """A copy of ``record`` with its HMAC-SHA256 signature (hex)."""
+    return {**record, "signature": _mac(record, key)}
+
+
+def verify(record: dict[str, Any], key: bytes) -> bool:
+    """True when ``record`` carries the signature ``key`` makes for it (constant-time compare)."""
+    signature = record.get("signature")
+    if not isinstance(signature, str) or not signature:
+        return False
+    return hmac.compare_digest(signature.encode(), _mac(record, key).encode())
+
+
+def signature_problem(record: dict[str, Any], key: bytes) -> str | None:
+    """Why ``record`` must not be trusted, or None when its signature is good."""
+    if not record.get("signature"):
+        return "unsigned command: it carries no signature"
+    if not verify(record, key):
+        return "forged or altered command: the signature does not match its content (HMAC-SHA256, DBOPT_COMMAND_KEY)"
+    return None
