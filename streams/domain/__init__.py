@@ -1,0 +1,1 @@
+"""Business rules of the wedding platform: contexts, criticality, SLOs, calendar (pure)."""

@@ -1,0 +1,199 @@
+"""Turn the bytes of one record into an accepted, normalized QueryEvent or a reasoned rejection.
+
+Pure: no Kafka I/O, the clock is a parameter, per-service state (:class:`FingerprintCap`) is
+held by the caller. Rejection reasons (the DLQ ``reason``) are stable machine classes:
+
+* from the decoder: ``undecodable`` (no known framing), ``unknown_schema``, ``malformed_avro``;
+* ``not_a_query_event``, ``missing_field``, ``too_large``, ``invalid_duration``, ``too_old``,
+  ``too_far_in_future``, ``unknown_statement_type``, ``unparsable_sql``.
+
+Normalization keeps what the producer sent when present and fills in what is missing: the
+fingerprint is computed with pglast when absent, tables are taken from the parsed statement when
+the producer sent none, and ``query_text`` is always re-normalized, so literals that slipped
+through a producer are stripped here (re-normalizing an already ``$n``-placeholder text is the
+identity). A few utility statements (``NOTIFY ch, $1``) are valid only with their literal, so
+their placeholder form does not parse; such a text is still accepted when the producer sent a
+fingerprint and PostgreSQL's scanner finds no literal in it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pglast import parser
+
+from streams.config import IngestSettings, Settings
+from streams.domain.contexts import classify
+from streams.serde import Codec, DecodeError
+from streams.sql import SqlParseError, StatementCache
+
+OTHER_FINGERPRINT = "other"
+_LITERAL_TOKENS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
+_REQUIRED_TEXT = ("event_id", "service", "instance_id", "query_text", "statement_type")
+_BOUNDED_TEXT = (
+    "event_id", "service", "instance_id", "statement_type", "fingerprint",
+    "error", "database", "vendor_category", "wedding_id",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid event: ``event`` is the QueryEvent record, literal-free, with fingerprint and tables."""
+
+    event: dict[str, Any]
+    context: str
+    criticality: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    detail: str
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.rejected = Rejected(reason, detail)
+
+
+@functools.lru_cache(maxsize=4)
+def _statements(size: int) -> StatementCache:
+    """One process-wide normalization cache per configured size (repeated statements parse once)."""
+    return StatementCache(size)
+
+
+def validate(raw_value: bytes | None, codec: Codec, settings: Settings, now_ms: int) -> Accepted | Rejected:
+    """Decode, validate, normalize and classify one record of the query-events topic."""
+    try:
+        decoded = codec.decode(raw_value)
+    except DecodeError as exc:
+        return Rejected(exc.reason, exc.detail)
+    if decoded.schema_name != "QueryEvent":
+        return Rejected("not_a_query_event", f"record is a {decoded.schema_name}, not a QueryEvent")
+    try:
+        event = _checked(dict(decoded.record), settings.ingest, now_ms)
+        event = _normalized(event, settings.ingest)
+    except _Reject as exc:
+        return exc.rejected
+    found = classify(event["tables"], settings.domain)
+    return Accepted(event, found.context, found.criticality)
+
+
+def _checked(event: dict[str, Any], limits: IngestSettings, now_ms: int) -> dict[str, Any]:
+    for name in _REQUIRED_TEXT:
+        value = event.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise _Reject("missing_field", f"{name} is missing or empty")
+    _check_sizes(event, limits)
+    duration = event.get("duration_ms")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration < 0:
+        raise _Reject("invalid_duration", f"duration_ms must be a finite number >= 0, got {duration!r}")
+    event_time = event.get("event_time")
+    if isinstance(event_time, bool) or not isinstance(event_time, int):
+        raise _Reject("missing_field", f"event_time must be epoch milliseconds, got {event_time!r}")
+    if now_ms - event_time > limits.max_age_ms:
+        raise _Reject("too_old", f"event_time is {now_ms - event_time} ms old; the limit is {limits.max_age_ms} ms")
+    if event_time - now_ms > limits.max_future_skew_ms:
+        raise _Reject(
+            "too_far_in_future",
+            f"event_time is {event_time - now_ms} ms ahead of now; the limit is {limits.max_future_skew_ms} ms",
+        )
+    statement_type = event["statement_type"]
+    if statement_type not in limits.statement_types:
+        raise _Reject(
+            "unknown_statement_type",
+            f"statement_type {statement_type[:40]!r} is not one of {', '.join(limits.statement_types)}",
+        )
+    return event
+
+
+def _check_sizes(event: dict[str, Any], limits: IngestSettings) -> None:
+    if len(event["query_text"]) > limits.max_query_text:
+        raise _Reject("too_large", f"query_text has {len(event['query_text'])} characters; the limit is {limits.max_query_text}")
+    tables = event.get("tables") or []
+    if len(tables) > limits.max_tables:
+        raise _Reject("too_large", f"{len(tables)} tables; the limit is {limits.max_tables}")
+    for name in _BOUNDED_TEXT:
+        value = event.get(name)
+        if isinstance(value, str) and len(value) > limits.max_string:
+            raise _Reject("too_large", f"{name} has {len(value)} characters; the limit is {limits.max_string}")
+    for table in tables:
+        if len(table) > limits.max_string:
+            raise _Reject("too_large", f"a table name has {len(table)} characters; the limit is {limits.max_string}")
+
+
+def _normalized(event: dict[str, Any], limits: IngestSettings) -> dict[str, Any]:
+    text = event["query_text"]
+    try:
+        statement = _statements(limits.statement_cache).get(text)
+    except SqlParseError as exc:
+        if event.get("fingerprint") and _literal_free(text):
+            return {**event, "tables": [t.lower() for t in event.get("tables") or []]}
+        raise _Reject("unparsable_sql", str(exc)) from None
+    return {
+        **event,
+        "query_text": statement.query_text,
+        "fingerprint": event.get("fingerprint") or statement.fingerprint,
+        "tables": [t.lower() for t in (event.get("tables") or statement.tables)],
+    }
+
+
+def _literal_free(text: str) -> bool:
+    """True when PostgreSQL's scanner finds no literal token (``$n`` placeholders are fine)."""
+    try:
+        return not any(token.name in _LITERAL_TOKENS for token in parser.scan(text))
+    except parser.ParseError:
+        return False
+
+
+CapOutcome = Literal["known", "added", "overflow"]
+
+
+@dataclass
+class FingerprintCap:
+    """The distinct fingerprints admitted for ONE service, at most ``limit`` of them.
+
+    The caller keeps one per service (for example in a Faust table, persisting ``known`` when
+    :meth:`admit` says ``added``). Once full, events of new fingerprints are aggregated under
+    :data:`OTHER_FINGERPRINT` (with an empty ``query_text``), so unparameterized SQL cannot
+    exhaust memory; the caller counts the ``overflow`` outcomes.
+    """
+
+    limit: int
+    known: set[str] = field(default_factory=set)
+
+    def admit(self, accepted: Accepted) -> tuple[Accepted, CapOutcome]:
+        fingerprint = accepted.event["fingerprint"]
+        if fingerprint in self.known:
+            return accepted, "known"
+        if len(self.known) < self.limit:
+            self.known.add(fingerprint)
+            return accepted, "added"
+        capped = {**accepted.event, "fingerprint": OTHER_FINGERPRINT, "query_text": ""}
+        return replace(accepted, event=capped), "overflow"
+
+
+def dead_letter(
+    raw_key: bytes | None,
+    raw_value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    rejected: Rejected,
+    now_ms: int,
+) -> dict[str, Any]:
+    """The DeadLetter record for a rejected record: its original bytes, where it came from, why."""
+    return {
+        "reason": rejected.reason,
+        "detail": rejected.detail,
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "original_key": raw_key,
+        "original_value": raw_value,
+        "received_at": now_ms,
+    }
