@@ -146,6 +146,32 @@ AGGRESSIVENESS_LEVELS = ("conservative", "moderate", "aggressive")
 
 
 @dataclass(frozen=True)
+class WindowSettings:
+    """Event-time windows and the Faust worker that computes them (DBOPT_WINDOW_*, DBOPT_WORKER_*).
+
+    Tumbling and hopping windows are aligned to the epoch; ``hopping_ms`` must be a multiple of
+    ``hop_ms``. A window [s, e) closes once a partition's watermark reaches e + ``grace_ms``. A
+    partition that is caught up and has seen no event for ``idle_timeout_ms`` has its watermark
+    moved to (wall clock - ``idle_timeout_ms``) by the worker's tick, so its windows still close.
+    """
+
+    tumbling_ms: int = 60_000
+    hop_ms: int = 60_000
+    hopping_ms: int = 300_000
+    grace_ms: int = 10_000
+    idle_timeout_ms: int = 15_000
+    tick_interval_ms: int = 5_000
+    app_id: str = "dbopt-worker"
+    store: str = "rocksdb://"
+    # None: RUN_DIR/faust/<app_id>-<web_port>, one directory per worker process on a host
+    data_dir: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    batch_max: int = 2000
+    batch_within_ms: int = 200
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: str = "postgresql://dbopt:dbopt@127.0.0.1:15432/dbopt"
@@ -167,6 +193,7 @@ class Settings:
     domain: DomainSettings = field(default_factory=DomainSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    windows: WindowSettings = field(default_factory=WindowSettings)
 
     def with_overrides(self, **changes: object) -> "Settings":
         return replace(self, **changes)
@@ -344,6 +371,32 @@ def _executor(env: Mapping[str, str]) -> ExecutorSettings:
     )
 
 
+def _windows(env: Mapping[str, str]) -> WindowSettings:
+    base = WindowSettings()
+    hop = _int(env, "DBOPT_WINDOW_HOP_MS", base.hop_ms, 1)
+    hopping = _int(env, "DBOPT_WINDOW_HOPPING_MS", base.hopping_ms, 1)
+    if hopping % hop:
+        raise ConfigError(f"DBOPT_WINDOW_HOPPING_MS={hopping} must be a multiple of DBOPT_WINDOW_HOP_MS={hop}")
+    store = env.get("DBOPT_WORKER_STORE", base.store)
+    if store not in ("rocksdb://", "memory://"):
+        raise ConfigError(f"DBOPT_WORKER_STORE={store!r}: use rocksdb:// or memory://")
+    return WindowSettings(
+        tumbling_ms=_int(env, "DBOPT_WINDOW_TUMBLING_MS", base.tumbling_ms, 1),
+        hop_ms=hop,
+        hopping_ms=hopping,
+        grace_ms=_int(env, "DBOPT_WINDOW_GRACE_MS", base.grace_ms, 0),
+        idle_timeout_ms=_int(env, "DBOPT_WINDOW_IDLE_TIMEOUT_MS", base.idle_timeout_ms, 0),
+        tick_interval_ms=_int(env, "DBOPT_WORKER_TICK_INTERVAL_MS", base.tick_interval_ms, 10),
+        app_id=env.get("DBOPT_WORKER_APP_ID", base.app_id),
+        store=store,
+        data_dir=env.get("DBOPT_WORKER_DATA_DIR") or None,
+        web_host=env.get("DBOPT_WORKER_WEB_HOST", base.web_host),
+        web_port=_int(env, "DBOPT_WORKER_WEB_PORT", base.web_port, 1),
+        batch_max=_int(env, "DBOPT_WORKER_BATCH_MAX", base.batch_max, 1),
+        batch_within_ms=_int(env, "DBOPT_WORKER_BATCH_WITHIN_MS", base.batch_within_ms, 1),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``env`` (default: the process environment over ``.run/env``)."""
     if env is None:
@@ -380,4 +433,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         domain=_domain(env),
         detect=_detect(env),
         executor=_executor(env),
+        windows=_windows(env),
     )
