@@ -146,6 +146,35 @@ AGGRESSIVENESS_LEVELS = ("conservative", "moderate", "aggressive")
 
 
 @dataclass(frozen=True)
+class AdviseSettings:
+    """How `dbopt advisor` / `dbopt analyze` choose indexes and verify them (DBOPT_ADVISE_*)."""
+
+    # planner cost (generic plan) below which a query is not worth an index
+    min_cost: float = 1000.0
+    # a candidate must cut the query's plan cost by at least this fraction
+    min_improvement: float = 0.5
+    max_index_columns: int = 4
+    # estimated planner cost of maintaining one index per written row, weighed against read savings
+    index_write_cost: float = 10.0
+    # statistics are stale when rows modified since ANALYZE exceed this fraction of live rows
+    stale_ratio: float = 0.1
+    stale_min_rows: int = 1000
+    statement_timeout_ms: int = 5_000
+    # verification: windows after the index to judge, p95 gain needed to keep it,
+    # and how much the table's write p95 may grow (relative and absolute) before a rollback
+    verify_windows: int = 3
+    verify_min_gain: float = 0.2
+    write_tolerance: float = 0.5
+    write_floor_ms: float = 1.0
+    # give up waiting for after-windows this long after the index was applied (keep, no traffic)
+    verify_timeout_s: float = 900.0
+    # closed windows remembered per fingerprint, for write rates and "before" figures
+    history_windows: int = 30
+    consumer_group: str = "dbopt-advisor"
+    poll_timeout_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class WindowSettings:
     """Event-time windows and the Faust worker that computes them (DBOPT_WINDOW_*, DBOPT_WORKER_*).
 
@@ -193,6 +222,7 @@ class Settings:
     domain: DomainSettings = field(default_factory=DomainSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    advise: AdviseSettings = field(default_factory=AdviseSettings)
     windows: WindowSettings = field(default_factory=WindowSettings)
 
     def with_overrides(self, **changes: object) -> "Settings":
@@ -397,6 +427,30 @@ def _windows(env: Mapping[str, str]) -> WindowSettings:
     )
 
 
+def _advise(env: Mapping[str, str]) -> AdviseSettings:
+    base = AdviseSettings()
+    improvement = _float(env, "DBOPT_ADVISE_MIN_IMPROVEMENT", base.min_improvement)
+    if not 0 < improvement < 1:
+        raise ConfigError(f"DBOPT_ADVISE_MIN_IMPROVEMENT={improvement} must be between 0 and 1 (a fraction)")
+    return AdviseSettings(
+        min_cost=_float(env, "DBOPT_ADVISE_MIN_COST", base.min_cost),
+        min_improvement=improvement,
+        max_index_columns=_int(env, "DBOPT_ADVISE_MAX_INDEX_COLUMNS", base.max_index_columns, 1),
+        index_write_cost=_float(env, "DBOPT_ADVISE_INDEX_WRITE_COST", base.index_write_cost),
+        stale_ratio=_float(env, "DBOPT_ADVISE_STALE_RATIO", base.stale_ratio),
+        stale_min_rows=_int(env, "DBOPT_ADVISE_STALE_MIN_ROWS", base.stale_min_rows),
+        statement_timeout_ms=_int(env, "DBOPT_ADVISE_STATEMENT_TIMEOUT_MS", base.statement_timeout_ms, 1),
+        verify_windows=_int(env, "DBOPT_ADVISE_VERIFY_WINDOWS", base.verify_windows, 1),
+        verify_min_gain=_float(env, "DBOPT_ADVISE_VERIFY_MIN_GAIN", base.verify_min_gain),
+        write_tolerance=_float(env, "DBOPT_ADVISE_WRITE_TOLERANCE", base.write_tolerance),
+        write_floor_ms=_float(env, "DBOPT_ADVISE_WRITE_FLOOR_MS", base.write_floor_ms),
+        verify_timeout_s=_float(env, "DBOPT_ADVISE_VERIFY_TIMEOUT_S", base.verify_timeout_s, 1.0),
+        history_windows=_int(env, "DBOPT_ADVISE_HISTORY_WINDOWS", base.history_windows, 2),
+        consumer_group=env.get("DBOPT_ADVISOR_GROUP", base.consumer_group),
+        poll_timeout_s=_float(env, "DBOPT_ADVISE_POLL_TIMEOUT_S", base.poll_timeout_s, 0.01),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``env`` (default: the process environment over ``.run/env``)."""
     if env is None:
@@ -433,5 +487,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         domain=_domain(env),
         detect=_detect(env),
         executor=_executor(env),
+        advise=_advise(env),
         windows=_windows(env),
     )
