@@ -57,6 +57,14 @@ def test_multirow_values_and_arrays_collapse_like_the_fingerprint() -> None:
     ).query_text
 
 
+def test_lists_collapse_inside_with_statements_too() -> None:
+    sql = "WITH x AS (SELECT * FROM t WHERE a IN ({})) SELECT * FROM x WHERE b IN ({})"
+    short, long = normalize(sql.format(1, 2)), normalize(sql.format("1, 2, 3", "4, 5"))
+    assert short.fingerprint == long.fingerprint
+    assert short.query_text == long.query_text
+    assert long.query_text == "WITH x AS (SELECT * FROM t WHERE a IN ($1)) SELECT * FROM x WHERE b IN ($2)"
+
+
 def test_different_statements_differ() -> None:
     a = normalize("SELECT * FROM guests WHERE email = 'x'")
     b = normalize("SELECT * FROM guests WHERE phone = 'x'")

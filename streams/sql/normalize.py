@@ -49,7 +49,10 @@ class NormalizedStatement:
 
 
 class _CollapseLists(Visitor):
-    """Shrink lists made only of placeholders to their first element, in place."""
+    """Shrink lists made only of placeholders to their first element, in place.
+
+    (Not merged into pglast's ReferencedRelations walk: that one hands WITH statements to fresh
+    ReferencedRelations instances, which would skip the collapse inside them.)"""
 
     def visit_A_Expr(self, ancestors: object, node: ast.A_Expr) -> None:
         if node.kind == enums.A_Expr_Kind.AEXPR_IN and _all_params(node.rexpr):
@@ -91,21 +94,23 @@ def _placeholders_only(text: str) -> str:
     return " ".join("".join(out).split())
 
 
-def _canonical_text(sql: str) -> str:
-    stripped = parser.normalize(sql)
+def _deparse(tree: tuple[ast.RawStmt, ...], fallback: str) -> str:
     try:
-        tree = parser.parse_sql(stripped)
-        _CollapseLists()(tree)
-        stripped = RawStream()(tree)
+        return RawStream()(tree)
     except Exception:  # deparser gaps on rare utility statements: the scanner pass still strips
-        pass
-    return _placeholders_only(stripped)
+        return fallback
 
 
 def normalize(sql: str) -> NormalizedStatement:
-    """Fingerprint, literal-free text, type and relations of ``sql``; raises :class:`SqlParseError`."""
+    """Fingerprint, literal-free text, type and relations of ``sql``; raises :class:`SqlParseError`.
+
+    Only the literal-free text is parsed into a Python tree (the costly step): relation names and
+    the statement type are the same in it as in ``sql``.
+    """
     try:
-        tree = parser.parse_sql(sql)
+        fingerprint = parser.fingerprint(sql)
+        stripped = parser.normalize(sql)
+        tree = parser.parse_sql(stripped)
     except parser.ParseError as exc:
         # PostgreSQL's message may quote one token of the input: it stays in this exception,
         # which the SDK never forwards (it reports only the reason "unparsable").
@@ -113,12 +118,13 @@ def normalize(sql: str) -> NormalizedStatement:
         raise SqlParseError(f"not valid PostgreSQL SQL: {message} (at character {position})") from None
     if not tree:
         raise SqlParseError("no SQL statement (empty or only comments)")
-    first = tree[0].stmt
+    tables = ReferencedRelations()(tree)
+    _CollapseLists()(tree)
     return NormalizedStatement(
-        fingerprint=parser.fingerprint(sql),
-        query_text=_canonical_text(sql),
-        statement_type=_STATEMENT_TYPES.get(type(first), "UTILITY"),
-        tables=tuple(sorted(ReferencedRelations()(tree))),
+        fingerprint=fingerprint,
+        query_text=_placeholders_only(_deparse(tree, stripped)),
+        statement_type=_STATEMENT_TYPES.get(type(tree[0].stmt), "UTILITY"),
+        tables=tuple(sorted(tables)),
     )
 
 
