@@ -62,6 +62,8 @@ class EventProducer:
                 "compression.type": settings.sdk_compression,
                 "linger.ms": settings.sdk_linger_ms,
                 "queue.buffering.max.messages": settings.sdk_buffer_messages,
+                # librdkafka's own lines (e.g. "connection refused") go to Python logging, not stderr
+                "logger": logging.getLogger(f"{__name__}.librdkafka"),
                 **(extra_config or {}),
             }
         )

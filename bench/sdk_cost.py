@@ -1,0 +1,90 @@
+"""Per-statement cost of the dbopt SDK inside a service.
+
+Measures, per statement: normalization on a cache miss (pglast parse + fingerprint + canonical
+text), a cache hit (what a repeated statement costs), building the event, and the full
+``emit_statement`` path (cache hit + Avro encoding + librdkafka enqueue + poll(0)) against the
+local broker. Run (servers up: ``make up``):
+
+    .venv/bin/python bench/sdk_cost.py --iterations 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from dataclasses import replace
+from typing import Callable
+
+from confluent_kafka.admin import NewTopic
+
+from streams.client import EventProducer
+from streams.client.events import query_event
+from streams.config import load_settings
+from streams.kafka.topics import admin_client
+from streams.sql import StatementCache, normalize
+
+STATEMENTS = [
+    "SELECT b.id, b.status, v.name FROM bookings b JOIN vendors v ON v.id = b.vendor_id "
+    "WHERE b.wedding_id = 48213 AND v.category = 'photography' ORDER BY b.created_at DESC LIMIT 20",
+    "INSERT INTO payments (booking_id, amount, currency, paid_at) VALUES (918273, 4321.99, 'EUR', now())",
+    "UPDATE guests SET rsvp = 'yes', email = 'zoe.hartley@example.com' WHERE id = 77123",
+    "SELECT count(*) FROM timeline_events WHERE wedding_id = 48213 AND starts_at BETWEEN '2031-07-19' AND '2031-07-20'",
+    "DELETE FROM guests WHERE wedding_id = 48213 AND id IN (1, 2, 3, 4, 5)",
+]
+
+
+def per_call_us(fn: Callable[[int], object], iterations: int, repeats: int = 5) -> float:
+    """Median over ``repeats`` runs of the mean cost of one call, in microseconds."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        for i in range(iterations):
+            fn(i)
+        runs.append((time.perf_counter_ns() - start) / iterations / 1000)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=20000, help="calls per measured run (default 20000)")
+    args = parser.parse_args()
+    n = args.iterations
+    settings = load_settings()
+    k = len(STATEMENTS)
+
+    # cache miss: every call normalizes a statement text never seen before (different literal)
+    miss = per_call_us(lambda i: normalize(STATEMENTS[i % k].replace("48213", str(i))), max(n // 10, 100))
+    cache = StatementCache(settings.sdk_statement_cache)
+    hit = per_call_us(lambda i: cache.get(STATEMENTS[i % k]), n)
+    build = per_call_us(
+        lambda i: query_event(
+            sql=STATEMENTS[i % k], cache=cache, service="bench", instance_id="bench-1", duration_ms=1.0,
+            rows=1, error=None, event_time_ms=None, context={},
+        ),
+        n,
+    )
+
+    topic = f"dbopt.bench.sdk-cost.{uuid.uuid4().hex[:8]}"
+    admin = admin_client(settings)
+    for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        future.result(timeout=30)
+    bench_settings = replace(settings, topics=replace(settings.topics, query_events=topic))
+    with EventProducer(bench_settings, "bench-service", instance_id="bench-1") as producer:
+        emit = per_call_us(lambda i: producer.emit_statement(STATEMENTS[i % k], 1.0, 1), n)
+        left = producer.flush(60)
+        dropped = dict(producer.dropped)
+    for future in admin.delete_topics([topic]).values():
+        future.result(timeout=30)
+
+    print(f"iterations per run: {n} (cache miss: {max(n // 10, 100)}), median of 5 runs")
+    print(f"normalize, cache miss          {miss:8.1f} us/statement")
+    print(f"normalize, cache hit           {hit:8.2f} us/statement")
+    print(f"build event (cache hit)        {build:8.1f} us/statement")
+    print(f"emit_statement (hit, to Kafka) {emit:8.1f} us/statement")
+    print(f"not delivered after flush: {left}; dropped: {dropped or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
