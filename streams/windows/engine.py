@@ -1,0 +1,216 @@
+"""The window state machine of ONE source partition, over a key-value store (pure, no I/O).
+
+Per partition the store holds:
+
+* one *clock* entry: the watermark (max event time seen, or moved by an idle tick) and the
+  horizon (every window ending at or before it has been emitted);
+* *pane* entries: :class:`PaneStats` of one key for one pane, with the last source offset applied;
+* *cap* entries: the fingerprints admitted per service (the rest aggregate under ``other``).
+
+The caller (the Faust agent) drives it: :meth:`apply` each accepted event, :meth:`tick` on an
+idle tick; when either returns True a close is due: :meth:`flush`, emit every record of
+:meth:`closing`, wait until the broker has them, then :meth:`commit_close`. Emitting before the
+horizon is stored means a crash can repeat an emission (same ``window_id``) but never lose one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Protocol
+
+from streams.ingest import Accepted, FingerprintCap
+from streams.windows.aggregate import PaneStats, StatsKey, window_stats
+from streams.windows.panes import Window, WindowSpec
+
+Outcome = Literal["applied", "late", "replayed"]
+
+
+class Store(Protocol):
+    """The table of one worker; keys of every partition are prefixed with the partition."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, value: dict[str, Any]) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+@dataclass
+class Clock:
+    watermark: int | None = None
+    horizon: int | None = None
+
+
+@dataclass(frozen=True)
+class Closing:
+    """Windows due at a new horizon: the records to emit and the pane entries they retire."""
+
+    horizon: int
+    records: list[dict[str, Any]]
+    retired: list[str]
+
+
+def _key(*parts: Any) -> str:
+    return json.dumps(parts, separators=(",", ":"))
+
+
+class PartitionWindows:
+    def __init__(self, partition: int, spec: WindowSpec, store: Store, max_fingerprints: int) -> None:
+        self.partition = partition
+        self.spec = spec
+        self.store = store
+        self.max_fingerprints = max_fingerprints
+        self._prefix = f"[{partition},"
+        self._clock_key = _key(partition, "clock")
+        raw = store.get(self._clock_key)
+        self.clock = Clock(raw["wm"], raw["h"]) if raw else Clock()
+        self._clock_dirty = False
+        self._panes: dict[str, PaneStats] = {}  # working set, written back by flush()
+        self._caps: dict[str, FingerprintCap] = {}
+        self._dirty_caps: set[str] = set()
+        self._pending: int | None = None  # horizon a close is due for
+        self.overflowed = 0
+
+    # --- events and ticks -------------------------------------------------------------------
+
+    def apply(self, accepted: Accepted, offset: int) -> tuple[Outcome, bool]:
+        """Add one accepted event (source ``offset``): its outcome, and whether a close is due.
+
+        Fingerprints over the per-service cap are counted in :attr:`overflowed`.
+        """
+        event = accepted.event
+        event_time = int(event["event_time"])
+        if self.clock.horizon is not None and self.spec.is_late(event_time, self.clock.horizon):
+            return "late", False
+        accepted = self._capped(accepted)
+        event = accepted.event
+        pane = self.spec.pane_start(event_time)
+        outcome: Outcome = "replayed"
+        for key in (StatsKey("q", event["service"], event["fingerprint"]), StatsKey("c", event["service"], accepted.context)):
+            stats = self._pane(self._pane_key(key, pane))
+            if stats.offset < offset:
+                stats.add(event, accepted.context, accepted.criticality, offset)
+                outcome = "applied"
+        return outcome, self._advance(event_time)
+
+    def tick(self, wall_ms: int, idle_timeout_ms: int) -> bool:
+        """An idle tick: move the watermark of a partition that has state to ``wall - idle timeout``."""
+        if self.clock.watermark is None:
+            return False  # nothing to close; do not make future events of a fresh partition late
+        return self._advance(wall_ms - idle_timeout_ms)
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the working set back to the store."""
+        for key, stats in self._panes.items():
+            self.store.put(key, stats.to_dict())
+        self._panes.clear()
+        for service in self._dirty_caps:
+            self.store.put(self._cap_key(service), {"known": sorted(self._caps[service].known)})
+        self._dirty_caps.clear()
+        if self._clock_dirty:
+            self._put_clock()
+
+    def closing(self, emitted_at: int) -> Closing | None:
+        """Records of every window that closes at the pending horizon (call after :meth:`flush`)."""
+        if self._pending is None:
+            return None
+        old, new = self.clock.horizon, self._pending
+        assert old is not None
+        windows = list(self.spec.closing(old, new))
+        panes: dict[StatsKey, dict[int, PaneStats]] = {}
+        retired = []
+        for raw_key in self.store.keys():
+            if not raw_key.startswith(self._prefix):
+                continue
+            parts = json.loads(raw_key)
+            if parts[1] != "pane":
+                continue
+            _, _, kind, service, name, start = parts
+            value = self.store.get(raw_key)
+            if value is None:
+                continue
+            panes.setdefault(StatsKey(kind, service, name), {})[start] = PaneStats.from_dict(value)
+            if self.spec.last_close(start) <= new:
+                retired.append(raw_key)
+        records = []
+        for window in windows:
+            for key, by_start in panes.items():
+                merged = self._merge(window, by_start)
+                if merged is not None:
+                    records.append(window_stats(window, key, merged, emitted_at))
+        return Closing(new, records, retired)
+
+    def commit_close(self, closing: Closing) -> None:
+        """Store the new horizon, then drop the panes no open window needs."""
+        self.clock.horizon = closing.horizon
+        self._pending = None
+        self._put_clock()
+        for key in closing.retired:
+            self.store.delete(key)
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _advance(self, watermark: int) -> bool:
+        clock = self.clock
+        if clock.watermark is not None and watermark <= clock.watermark:
+            return False
+        clock.watermark = watermark
+        self._clock_dirty = True
+        horizon = self.spec.horizon(watermark)
+        if clock.horizon is None:
+            clock.horizon = horizon  # first event: no window can hold data yet
+            return False
+        if horizon <= (self._pending if self._pending is not None else clock.horizon):
+            return False
+        if next(self.spec.closing(clock.horizon, horizon), None) is None:
+            clock.horizon = horizon  # no window ends in between: nothing to emit or retire
+            return False
+        self._pending = horizon
+        return True
+
+    def _merge(self, window: Window, by_start: dict[int, PaneStats]) -> PaneStats | None:
+        merged: PaneStats | None = None
+        for start in self.spec.panes(window):
+            stats = by_start.get(start)
+            if stats is None:
+                continue
+            if merged is None:
+                merged = PaneStats.from_dict(stats.to_dict())
+            else:
+                merged.merge(stats)
+        return merged
+
+    def _capped(self, accepted: Accepted) -> Accepted:
+        service = accepted.event["service"]
+        cap = self._caps.get(service)
+        if cap is None:
+            raw = self.store.get(self._cap_key(service))
+            cap = self._caps[service] = FingerprintCap(self.max_fingerprints, set(raw["known"]) if raw else set())
+        accepted, outcome = cap.admit(accepted)
+        if outcome == "added":
+            self._dirty_caps.add(service)
+        elif outcome == "overflow":
+            self.overflowed += 1
+        return accepted
+
+    def _pane(self, key: str) -> PaneStats:
+        stats = self._panes.get(key)
+        if stats is None:
+            raw = self.store.get(key)
+            stats = self._panes[key] = PaneStats.from_dict(raw) if raw else PaneStats()
+        return stats
+
+    def _pane_key(self, key: StatsKey, pane_start: int) -> str:
+        return _key(self.partition, "pane", key.kind, key.service, key.name, pane_start)
+
+    def _cap_key(self, service: str) -> str:
+        return _key(self.partition, "cap", service)
+
+    def _put_clock(self) -> None:
+        self.store.put(self._clock_key, {"wm": self.clock.watermark, "h": self.clock.horizon})
+        self._clock_dirty = False

@@ -1,0 +1,215 @@
+"""Pure window logic: sketch accuracy and merge, pane arithmetic, watermark/closing rules,
+replay idempotence of the per-partition state machine (no servers)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import numpy as np
+import pytest
+
+from streams.config import load_settings
+from streams.ingest import Accepted
+from streams.windows import PartitionWindows, QuantileSketch, Window, WindowSpec
+
+QS = (0.5, 0.95, 0.99)
+
+
+def _distributions(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "lognormal": rng.lognormal(mean=2.0, sigma=1.0, size=n),
+        "bimodal": np.concatenate([rng.normal(5, 1, n // 2).clip(0.01), rng.normal(200, 20, n - n // 2)]),
+        "uniform": rng.uniform(0.5, 500, n),
+        "with_zeros": np.concatenate([np.zeros(n // 10), rng.exponential(30, n - n // 10)]),
+    }
+
+
+def _assert_close(estimate: float, exact: float) -> None:
+    assert abs(estimate - exact) <= 0.01 * abs(exact) + 1e-12, (estimate, exact)
+
+
+@pytest.mark.parametrize("name", ["lognormal", "bimodal", "uniform", "with_zeros"])
+def test_sketch_quantiles_within_one_percent_of_numpy_lower(name: str) -> None:
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 17, 1000, 20_000):
+        values = _distributions(rng, max(n, 10))[name][:n]
+        sketch = QuantileSketch()
+        for v in values:
+            sketch.add(float(v))
+        assert sketch.count == n
+        for q in QS:
+            _assert_close(sketch.quantile(q), float(np.quantile(values, q, method="lower")))
+
+
+def test_sketch_merge_equals_sketch_of_union_and_round_trips() -> None:
+    rng = np.random.default_rng(3)
+    parts = [rng.lognormal(1, 1.5, 3000) for _ in range(5)]
+    merged = QuantileSketch()
+    for part in parts:
+        s = QuantileSketch()
+        for v in part:
+            s.add(float(v))
+        merged.merge(QuantileSketch.from_dict(s.to_dict()))
+    union = np.concatenate(parts)
+    assert merged.count == union.size
+    assert merged.min == union.min() and merged.max == union.max()
+    for q in QS:
+        _assert_close(merged.quantile(q), float(np.quantile(union, q, method="lower")))
+
+
+def test_sketch_rejects_bad_use() -> None:
+    with pytest.raises(ValueError):
+        QuantileSketch().quantile(0.5)
+    s = QuantileSketch()
+    s.add(1.0)
+    with pytest.raises(ValueError):
+        s.quantile(1.5)
+    with pytest.raises(ValueError):
+        s.merge(QuantileSketch(relative_accuracy=0.01))
+
+
+SPEC = WindowSpec(tumbling_ms=60_000, hop_ms=60_000, hopping_ms=300_000, grace_ms=10_000)
+
+
+def test_pane_math_defaults() -> None:
+    assert SPEC.pane_ms == 60_000
+    assert SPEC.pane_start(125_000) == 120_000
+    assert SPEC.first_close(125_000) == 180_000
+    assert SPEC.first_close(120_000) == 180_000  # end is exclusive
+    # the pane [120 s, 180 s) is in hopping windows ending 180..420 s
+    assert SPEC.last_close(120_000) == 420_000
+    assert list(SPEC.panes(Window("hopping", 120_000, 420_000))) == [120_000, 180_000, 240_000, 300_000, 360_000]
+    assert list(SPEC.closing(120_000, 180_000)) == [Window("tumbling", 120_000, 180_000), Window("hopping", -120_000, 180_000)]
+    assert list(SPEC.closing(180_000, 239_999)) == []
+
+
+def test_pane_math_uneven_sizes() -> None:
+    spec = WindowSpec(tumbling_ms=120_000, hop_ms=180_000, hopping_ms=360_000, grace_ms=0)
+    assert spec.pane_ms == 60_000
+    # t = 70 s: tumbling [0,120), hopping ends at 180 and 360
+    assert spec.first_close(70_000) == 120_000
+    assert spec.last_close(60_000) == 360_000
+    assert not spec.is_late(70_000, 119_999) and spec.is_late(70_000, 120_000)
+    with pytest.raises(ValueError):
+        WindowSpec(tumbling_ms=60_000, hop_ms=60_000, hopping_ms=90_000, grace_ms=0)
+
+
+def test_spec_from_settings() -> None:
+    spec = WindowSpec.from_settings(load_settings({}).windows)
+    assert (spec.tumbling_ms, spec.hop_ms, spec.hopping_ms, spec.grace_ms) == (60_000, 60_000, 300_000, 10_000)
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        del self.data[key]
+
+    def keys(self) -> Iterable[str]:
+        return list(self.data)
+
+
+def _accepted(t: int, duration: float, fingerprint: str = "f1", service: str = "svc") -> Accepted:
+    event = {
+        "service": service,
+        "fingerprint": fingerprint,
+        "event_time": t,
+        "duration_ms": duration,
+        "rows": 1,
+        "error": None,
+        "statement_type": "SELECT",
+        "query_text": "SELECT $1",
+        "tables": ["bookings"],
+    }
+    return Accepted(event, "booking", "critical")
+
+
+def _run(store: DictStore, events: list[tuple[int, int, float]], emitted: list[dict[str, Any]], cap: int = 10) -> list[str]:
+    """Feed (offset, time, duration) in order through a fresh state machine per batch of one."""
+    outcomes = []
+    for offset, t, d in events:
+        windows = PartitionWindows(0, SPEC, store, cap)
+        outcome, due = windows.apply(_accepted(t, d), offset)
+        outcomes.append(outcome)
+        windows.flush()
+        if due:
+            closing = windows.closing(emitted_at=0)
+            assert closing is not None
+            emitted.extend(closing.records)
+            windows.commit_close(closing)
+    return outcomes
+
+
+def test_windows_close_by_watermark_with_grace_and_late_events_are_dropped() -> None:
+    store, emitted = DictStore(), []
+    base = 600_000
+    _run(store, [(0, base + 1_000, 10.0), (1, base + 59_000, 20.0)], emitted)
+    # watermark at base+69 s: horizon base+59 s < window end base+60 s: nothing closed yet
+    _run(store, [(2, base + 69_000, 30.0), (3, base + 30_000, 40.0)], emitted)
+    assert emitted == []
+    # out of order but within grace: lands in the first window
+    _run(store, [(4, base + 70_000, 50.0)], emitted)  # horizon base+60 s: first tumbling window closes
+    first = [r for r in emitted if r["window_kind"] == "tumbling" and r["window_start"] == base]
+    assert {r["fingerprint"] for r in first} == {"f1", None}
+    assert all(r["count"] == 3 for r in first)  # 10, 20, 40 ms
+    assert all(r["max_ms"] == 40.0 and r["min_ms"] == 10.0 for r in first)
+    before = list(emitted)
+    outcomes = _run(store, [(5, base + 5_000, 1_000.0)], emitted)  # beyond grace
+    assert outcomes == ["late"] and emitted == before
+
+
+def test_replayed_events_are_not_counted_twice() -> None:
+    store, emitted = DictStore(), []
+    base = 600_000
+    events = [(i, base + i * 1_000, float(i + 1)) for i in range(50)]
+    _run(store, events[:30], emitted)
+    outcomes = _run(store, events[20:], emitted)  # offsets 20..29 replayed
+    assert outcomes[:10] == ["replayed"] * 10 and set(outcomes[10:]) == {"applied"}
+    windows = PartitionWindows(0, SPEC, store, 10)
+    assert windows.tick(base + 3_600_000, idle_timeout_ms=0)
+    windows.flush()
+    closing = windows.closing(emitted_at=0)
+    assert closing is not None
+    emitted.extend(closing.records)
+    windows.commit_close(closing)
+    tumbling = [r for r in emitted if r["window_kind"] == "tumbling" and r["fingerprint"] == "f1"]
+    assert sum(r["count"] for r in tumbling) == 50
+    hopping = [r for r in emitted if r["window_kind"] == "hopping" and r["fingerprint"] == "f1"]
+    assert sum(r["count"] for r in hopping) == 50 * 5  # each minute pane is in five hopping windows
+    assert len({r["window_id"] for r in emitted}) == len(emitted)
+    # every pane retired once no open window needs it: only the clock and the cap remain
+    assert sorted(json.loads(k)[1] for k in store.data) == ["cap", "clock"]
+
+
+def test_tick_does_not_touch_a_fresh_partition() -> None:
+    store = DictStore()
+    windows = PartitionWindows(3, SPEC, store, 10)
+    assert not windows.tick(10**12, idle_timeout_ms=0)
+    windows.flush()
+    assert store.data == {}
+
+
+def test_fingerprint_cap_overflows_into_other() -> None:
+    store, emitted = DictStore(), []
+    windows = PartitionWindows(0, SPEC, store, max_fingerprints=2)
+    for i, fp in enumerate(["a", "b", "c", "d", "a"]):
+        windows.apply(_accepted(600_000 + i, 1.0, fingerprint=fp), i)
+    assert windows.overflowed == 2
+    windows.flush()
+    windows = PartitionWindows(0, SPEC, store, max_fingerprints=2)
+    assert windows.tick(10**9, idle_timeout_ms=0)
+    windows.flush()
+    closing = windows.closing(emitted_at=0)
+    assert closing is not None
+    counts = {r["fingerprint"]: r["count"] for r in closing.records if r["window_kind"] == "tumbling"}
+    assert counts == {"a": 2, "b": 1, "other": 2, None: 5}
+    emitted.extend(closing.records)
+    assert all(r["query_text"] == "" for r in emitted if r["fingerprint"] == "other")
