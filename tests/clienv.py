@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
@@ -42,3 +44,22 @@ def delete_topics(settings: Settings) -> None:
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
             future.result()
+
+
+@pytest.fixture
+def own_topics(settings: Settings) -> Iterator[Settings]:
+    """``settings`` (private topic names); the topics are deleted after the test.
+    Import this fixture into a test module to use it."""
+    yield settings
+    delete_topics(settings)
+
+
+@pytest.fixture(scope="session")
+def schema_registry(infra: Settings) -> str:
+    """URL of the local Confluent-compatible schema registry (started if needed, left running
+    like the broker). It is not written to .run/env, so other tests keep single-object encoding."""
+    from streams.devenv.__main__ import registry
+
+    reg = registry()
+    reg.start()
+    return reg.url

@@ -52,7 +52,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "event_id": "5f0c7a52-6d1e-4b53-9a55-1f3f2d6f0a02", "service": "payment-service",
             "instance_id": "payment-1", "event_time": T0 + 1, "fingerprint": None,
             "query_text": "UPDATE payments SET status = $1 WHERE id = $2", "statement_type": "UPDATE",
-            "tables": [], "duration_ms": 0.0, "rows": -1, "error": "40001",
+            "tables": ["payments"], "duration_ms": 0.0, "rows": -1, "error": "40001",
             "database": None, "vendor_category": None, "wedding_id": None,
         },
     ],

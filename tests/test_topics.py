@@ -3,15 +3,13 @@ through AdminClient metadata and the topic configs the broker reports."""
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.config import Settings, TopicPolicy
 from streams.kafka.topics import ensure_topics, topic_specs
 
-from clienv import dbopt, delete_topics
+from clienv import dbopt, own_topics  # noqa: F401 - fixture
 
 
 def test_specs_follow_the_policy() -> None:
@@ -24,12 +22,6 @@ def test_specs_follow_the_policy() -> None:
     assert specs["dbopt.results.v1"].config == {"cleanup.policy": "compact,delete", "retention.ms": "3000"}
     assert specs["dbopt.dlq.v1"].config == {"cleanup.policy": "delete", "retention.ms": "2000"}
     assert specs["dbopt.query-events.v1"].config == {"cleanup.policy": "delete", "retention.ms": "1000"}
-
-
-@pytest.fixture
-def own_topics(settings: Settings) -> Iterator[Settings]:
-    yield settings
-    delete_topics(settings)
 
 
 @pytest.mark.infra
