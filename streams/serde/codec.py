@@ -83,6 +83,11 @@ class Codec:
         """Raise :class:`SchemaError` when ``record`` cannot be written as ``name``."""
         self._body(self.schemas.get(name), record)
 
+    def prepare(self, name: str, topic: str) -> None:
+        """Register ``name`` for ``topic`` now (with a registry), so no later ``encode`` waits on HTTP."""
+        if self.registry is not None:
+            self._registry_id(topic, self.schemas.get(name))
+
     def encode(self, name: str, record: dict[str, Any], topic: str) -> bytes:
         rev = self.schemas.get(name)
         body = self._body(rev, record)

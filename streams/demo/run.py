@@ -1,0 +1,249 @@
+"""``dbopt demo``: the whole loop on one machine, shown live.
+
+Creates the topics, makes sure the index-less demo database is there, starts the worker,
+the advisor and the executor as child processes, runs the simulator, and prints what
+flows through the topics: per-service and per-context p95 of every closed window,
+alerts, commands and results. When the booking context breaches its SLO and later
+recovers, it prints the time from the first breaching window to the recovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+
+from streams.config import RUN_DIR, Settings, load_settings
+from streams.demo.args import positive_float, positive_int
+from streams.domain.slo import slo_ms
+from streams.kafka.topics import ensure_topics
+from streams.serde import Codec, DecodeError
+
+HELP = "run the whole loop locally and show it live: worker, advisor, executor and the simulator"
+
+DEMO_DIR = RUN_DIR / "demo"
+
+
+@dataclass
+class RecoveryClock:
+    """Time from the first breaching booking window to the first good one after an index."""
+
+    context: str
+    first_breach_end: int | None = None
+    index_applied: bool = False
+    recovered_end: int | None = None
+    wall_breach: float | None = None
+    wall_recovered: float | None = None
+
+    def observe(self, row: dict[str, Any], slo_ms: float) -> str | None:
+        if row["context"] != self.context or row["fingerprint"] is not None or row["window_kind"] != "tumbling":
+            return None
+        breaching = row["p95_ms"] > slo_ms
+        if breaching and self.first_breach_end is None:
+            self.first_breach_end, self.wall_breach = row["window_end"], time.monotonic()
+            return f"first breaching {self.context} window: p95 {row['p95_ms']:.1f} ms > SLO {slo_ms:.0f} ms"
+        if self.index_applied and not breaching and self.first_breach_end is not None and self.recovered_end is None:
+            self.recovered_end, self.wall_recovered = row["window_end"], time.monotonic()
+            seconds = (self.recovered_end - self.first_breach_end) / 1000
+            return (
+                f"RECOVERED: {self.context} p95 {row['p95_ms']:.1f} ms <= SLO {slo_ms:.0f} ms; "
+                f"{seconds:.0f} s from the first breaching window to recovery (event time), "
+                f"{self.wall_recovered - (self.wall_breach or self.wall_recovered):.0f} s wall clock"
+            )
+        return None
+
+
+@dataclass
+class Children:
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        DEMO_DIR.mkdir(parents=True, exist_ok=True)
+        log = (DEMO_DIR / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def check(self, out: TextIO) -> bool:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None and name != "simulate":
+                out.write(f"!! {name} exited with {proc.returncode}; see {DEMO_DIR / (name + '.log')}\n")
+                return False
+        return True
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def demo_env(settings: Settings, window_s: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DBOPT_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    env.setdefault("DBOPT_DATABASE_URL", settings.database_url)
+    if not env.get("DBOPT_COMMAND_KEY"):
+        key_file = DEMO_DIR / "command.key"
+        DEMO_DIR.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            key_file.write_text(secrets.token_hex(32))
+        env["DBOPT_COMMAND_KEY"] = key_file.read_text().strip()
+    # short windows so the loop closes within minutes; everything else is the product's default
+    env.setdefault("DBOPT_WINDOW_TUMBLING_MS", str(window_s * 1000))
+    env.setdefault("DBOPT_WINDOW_HOP_MS", str(window_s * 1000))
+    env.setdefault("DBOPT_WINDOW_HOPPING_MS", str(window_s * 5000))
+    env.setdefault("DBOPT_WINDOW_GRACE_MS", "2000")
+    env.setdefault("DBOPT_WINDOW_IDLE_TIMEOUT_MS", "5000")
+    env.setdefault("DBOPT_WORKER_TICK_INTERVAL_MS", "1000")
+    env.setdefault("DBOPT_WORKER_APP_ID", "dbopt-demo")
+    return env
+
+
+def demo_tables_ready(url: str, bookings: int) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'bookings' AND relkind = 'r'").fetchone()
+    return row is not None and row[0] >= bookings * 0.9
+
+
+def reset_previous_run(url: str, out: TextIO) -> None:
+    """Drop indexes an earlier demo run made, so this run starts index-less again."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname LIKE 'dbopt\\_idx\\_%' AND c.relnamespace = 'public'::regnamespace"
+        )]
+        for name in names:
+            conn.execute(psycopg.sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(psycopg.sql.Identifier(name)))
+            out.write(f"   dropped {name} left by an earlier demo run\n")
+        has_audit = conn.execute("SELECT to_regclass('dbopt.audit') IS NOT NULL").fetchone()
+        if has_audit and has_audit[0]:
+            conn.execute("DELETE FROM dbopt.audit")
+
+
+def format_window(row: dict[str, Any], slo: float | None) -> str:
+    start = time.strftime("%H:%M:%S", time.gmtime(row["window_start"] / 1000))
+    who = row["context"] if row["fingerprint"] is None else f"{row['fingerprint'][:10]}"
+    mark = "" if slo is None else ("  BREACH" if row["p95_ms"] > slo else "  ok")
+    return (
+        f"   {start} {row['service']:<22} {who:<16} n={row['count']:<6} "
+        f"p50={row['p50_ms']:7.1f} p95={row['p95_ms']:7.1f} p99={row['p99_ms']:7.1f} ms"
+        + (f"  (SLO {slo:.0f}){mark}" if slo is not None else "")
+    )
+
+
+def watch(settings: Settings, children: Children, deadline: float, out: TextIO) -> RecoveryClock:
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    codec = Codec.from_settings(settings)
+    topics = [settings.topics.latency_windows, settings.topics.alerts, settings.topics.commands, settings.topics.results]
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"dbopt-demo-view-{secrets.token_hex(4)}",
+        "enable.auto.commit": False,
+    })
+    metadata = consumer.list_topics(timeout=10)
+    consumer.assign([
+        TopicPartition(t, p, OFFSET_END) for t in topics for p in metadata.topics[t].partitions
+    ])
+    clock = RecoveryClock(context="booking")
+    try:
+        while time.monotonic() < deadline and children.check(out):
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            try:
+                rec = codec.decode(msg.value()).record
+            except DecodeError as exc:
+                out.write(f"   (undecodable record on {msg.topic()}: {exc})\n")
+                continue
+            topic = msg.topic()
+            if topic == settings.topics.latency_windows:
+                if rec["window_kind"] != "tumbling" or rec["fingerprint"] is not None:
+                    continue
+                slo = slo_ms(rec["context"], rec["window_start"], settings.domain, settings.timezone)
+                out.write(format_window(rec, slo) + "\n")
+                note = clock.observe(rec, slo)
+                if note:
+                    out.write(f">> {note}\n")
+            elif topic == settings.topics.alerts:
+                out.write(
+                    f"!! ALERT {rec['state'].upper()} {rec['severity']} {rec['kind']} {rec['service']}/{rec['context']} "
+                    f"p95 {rec['p95_ms']:.1f} ms vs {rec['threshold_ms']:.1f} ms\n"
+                )
+            elif topic == settings.topics.commands:
+                out.write(f"-> COMMAND {rec['command_id'][:12]} ({rec['origin']}): {rec['sql']}\n")
+            else:
+                out.write(f"<- RESULT {rec['command_id'][:12]} {rec['status']}: {rec['reason']}\n")
+                if rec["status"] == "applied" and (rec.get("index_name") or "").startswith("dbopt_idx_"):
+                    clock.index_applied = True
+            out.flush()
+            if clock.recovered_end is not None and time.monotonic() > (clock.wall_recovered or 0) + 5:
+                break
+    finally:
+        consumer.close()
+    return clock
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="peak-season",
+                        choices=["off-season", "peak-season", "proposal-surge", "saturday"])
+    parser.add_argument("--rate", type=positive_float, default=40.0,
+                        help="simulator base rate in queries/s before the profile multiplier (default 40)")
+    parser.add_argument("--duration", type=positive_int, default=300,
+                        help="longest the demo runs, seconds (default 300; it stops after recovery)")
+    parser.add_argument("--bookings", type=positive_int, default=1_000_000,
+                        help="bookings in the demo database when it must be created (default 1,000,000)")
+    parser.add_argument("--window-seconds", type=positive_int, default=15,
+                        help="tumbling window size for the demo (default 15 s; the product default is 60 s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    settings = load_settings()
+    env = demo_env(settings, args.window_seconds)
+    if "DBOPT_FREEZE_WEEKDAYS" not in os.environ:
+        env["DBOPT_FREEZE_WEEKDAYS"] = ""
+        out.write("demo: freeze days disabled for the demo (set DBOPT_FREEZE_WEEKDAYS to keep them)\n")
+    out.write("1. topics\n")
+    ensure_topics(settings)
+    out.write("2. demo database\n")
+    if not demo_tables_ready(settings.database_url, args.bookings):
+        subprocess.run([sys.executable, "-m", "streams.cli", "demo-db", "init", "--bookings", str(args.bookings)],
+                       check=True, env=env)
+    reset_previous_run(settings.database_url, out)
+    children = Children()
+    try:
+        out.write(f"3. worker, advisor, executor (logs in {DEMO_DIR})\n")
+        children.start("worker", ["worker"], env)
+        children.start("advisor", ["advisor"], env)
+        children.start("executor", ["executor"], env)
+        time.sleep(3)
+        out.write(f"4. simulator: {args.profile} at base rate {args.rate}/s; windows of {args.window_seconds} s\n")
+        children.start("simulate", ["simulate", "--profile", args.profile, "--rate", str(args.rate),
+                                    "--duration", str(args.duration)], env)
+        clock = watch(settings, children, time.monotonic() + args.duration + 30, out)
+    except KeyboardInterrupt:
+        clock = None
+    finally:
+        children.stop()
+    if clock is None or clock.recovered_end is None or clock.first_breach_end is None:
+        out.write("demo ended before a breach and its recovery were both seen\n")
+        return 1
+    out.write(
+        f"loop closed: {(clock.recovered_end - clock.first_breach_end) / 1000:.0f} s from the first breaching "
+        f"window to recovery (target: under 120 s)\n"
+    )
+    return 0
