@@ -1,0 +1,248 @@
+"""``dbopt advisor``: from firing alerts to signed index commands, and verification of the result.
+
+One confluent-kafka consumer (group ``DBOPT_ADVISOR_GROUP``) reads four topics:
+
+* alerts — a firing SLO/regression alert with a fingerprint and query text marks the
+  fingerprint as needing help; a resolved one clears it;
+* latency windows — the history behind call rates, write rates and verification;
+* commands — the evidence (fingerprints) of every index command, for the verifier;
+* results — an ``applied`` CREATE INDEX starts a verification.
+
+Each loop turn (:meth:`Advisor.tick`) evaluates the fingerprints that fired since the last turn
+together against ``DBOPT_DATABASE_URL`` (HypoPG, see ``evaluate``), sends one signed command per
+chosen index and per stale table, and judges due verifications: keep (a ``kept`` result) or
+roll back (a signed ``drop_index`` command from origin ``verifier``). Offsets are committed
+after the turn that handled them: a crash repeats work, and deterministic command ids make the
+repeat harmless. New consumer groups start at the end of each topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import psycopg
+from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+
+from streams.advise.analysis import analyze_sql
+from streams.advise.candidates import created_index_name
+from streams.advise.evaluate import EvaluationError, Evaluator, QueryInput
+from streams.advise.records import analyze_command, index_command, kept_result, rollback_command
+from streams.advise.verify import Verifier
+from streams.commands import command_key
+from streams.config import Settings, load_settings
+from streams.kafka.topics import ensure_topics
+from streams.serde import Codec, DecodeError
+
+HELP = "run the advisor: firing alerts -> HypoPG-checked index commands; verify applied indexes, roll back"
+
+log = logging.getLogger("dbopt.advisor")
+_ACTIONABLE = frozenset({"slo", "regression"})
+_RETRY_MS = 10_000
+
+
+class Advisor:
+    """The advisor's state and decisions; I/O goes through ``send`` and the evaluator factory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        send: Callable[[str, str, str, dict[str, Any]], None],
+        connect: Callable[[], Evaluator] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.key = command_key(settings)
+        self.send = send  # (topic, schema name, key, record)
+        self.connect = connect or (lambda: Evaluator.connect(settings.database_url, settings.advise))
+        self.verifier = Verifier(settings.advise)
+        self.firing: dict[str, dict[str, Any]] = {}  # fingerprint -> latest firing alert
+        self.waiting: set[str] = set()  # firing fingerprints not evaluated yet
+        self.proposed: set[str] = set()  # command ids sent by this process
+        self.retry_at_ms = 0  # after a database failure, evaluation waits until then
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def on_alert(self, alert: dict[str, Any]) -> None:
+        fp = alert.get("fingerprint")
+        if not fp or alert.get("kind") not in _ACTIONABLE:
+            return
+        if alert.get("state") == "resolved":
+            self.firing.pop(fp, None)
+            self.waiting.discard(fp)
+        elif alert.get("query_text"):
+            if fp not in self.firing:
+                self.waiting.add(fp)
+            self.firing[fp] = alert
+
+    def on_window(self, window: dict[str, Any]) -> None:
+        self.verifier.history.add(window)
+
+    def on_command(self, command: dict[str, Any]) -> None:
+        self.verifier.on_command(command)
+
+    def on_result(self, result: dict[str, Any]) -> None:
+        pending = self.verifier.on_result(result, result.get("index_name") or created_index_name(result["sql"]))
+        if pending is not None:
+            log.info("verifying %s on %s (applied at %d)", pending.index_name, pending.table, pending.applied_at)
+
+    # --- work ------------------------------------------------------------------------------------
+
+    def tick(self, now_ms: int | None = None) -> None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if self.waiting and now_ms >= self.retry_at_ms:
+            if not self._advise():
+                self.retry_at_ms = now_ms + _RETRY_MS
+        for pending, verdict in self.verifier.due(now_ms):
+            if verdict.keep:
+                log.info("keeping %s: %s", pending.index_name, verdict.reason)
+                self.send(self.settings.topics.results, "OptimizationResult", pending.command_id,
+                          kept_result(pending, verdict, now_ms))
+            else:
+                command = rollback_command(pending, verdict, self.key)
+                log.warning("rolling back %s: %s (command %s)", pending.index_name, verdict.reason,
+                            command["command_id"])
+                self._send_command(command)
+
+    def _send_command(self, command: dict[str, Any]) -> None:
+        if command["command_id"] in self.proposed:
+            return
+        self.proposed.add(command["command_id"])
+        self.send(self.settings.topics.commands, "OptimizationCommand", command["command_id"], command)
+
+    def _advise(self) -> bool:
+        """Evaluate the waiting fingerprints and send commands; False when the database failed."""
+        fingerprints = sorted(self.waiting)
+        history = self.verifier.history
+        queries = [
+            QueryInput(
+                fingerprint=fp,
+                sql=self.firing[fp]["query_text"],
+                p95_ms=self.firing[fp].get("p95_ms"),
+                calls_per_s=history.calls_per_s(fp),
+                service=self.firing[fp].get("service"),
+                context=self.firing[fp].get("context"),
+            )
+            for fp in fingerprints
+        ]
+        try:
+            evaluator = self.connect()
+        except (psycopg.Error, EvaluationError) as exc:
+            log.error("cannot evaluate %d fingerprint(s) now, will retry: %s", len(queries), exc)
+            return False
+        try:
+            tables = {t for q in queries for t in self._tables_of(q.fingerprint)}
+            rates = {t: r for t in tables if (r := history.write_rate(t)) is not None}
+            decision, _ = evaluator.advise(queries, write_rates=rates)
+        except psycopg.OperationalError as exc:
+            log.error("database unavailable during evaluation, will retry: %s", exc)
+            return False
+        finally:
+            evaluator.close()
+        self.waiting.clear()
+        for proposal in decision.proposals:
+            alert = self.firing.get(proposal.fingerprints[0])
+            self._send_command(index_command(proposal, alert, self.key))
+            log.info("proposed %s for %s", proposal.candidate.describe(), ", ".join(proposal.fingerprints))
+        served = tuple(fingerprints)
+        for stats, why in decision.analyze:
+            self._send_command(analyze_command(stats, why, served, self.key))
+        for fp, why in decision.unserved:
+            log.info("no index for %s: %s", fp, why)
+        return True
+
+    def _tables_of(self, fingerprint: str) -> list[str]:
+        try:
+            return [t.table for t in analyze_sql(self.firing[fingerprint]["query_text"]).tables]
+        except ValueError:
+            return []
+
+
+def _start_at_end(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """On assignment: resume from committed offsets, else from the current end (resolved now,
+    so a record produced after the advisor reported ready is never skipped)."""
+    committed = consumer.committed(partitions, timeout=10)
+    for tp, done in zip(partitions, committed):
+        if done.offset == OFFSET_INVALID or done.offset < 0:
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            tp.offset = high
+        else:
+            tp.offset = done.offset
+    consumer.assign(partitions)
+
+
+def run_advisor(
+    settings: Settings,
+    stop: threading.Event,
+    ready: threading.Event | None = None,
+    connect: Callable[[], Evaluator] | None = None,
+) -> None:
+    """Run until ``stop`` is set; ``ready`` is set once partitions are assigned and positioned."""
+    ensure_topics(settings)
+    codec = Codec.from_settings(settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+
+    def send(topic: str, schema: str, key: str, record: dict[str, Any]) -> None:
+        producer.produce(topic, key=key.encode(), value=codec.encode(schema, record, topic=topic))
+
+    advisor = Advisor(settings, send, connect)
+    topics = settings.topics
+    handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        topics.alerts: advisor.on_alert,
+        topics.latency_windows: advisor.on_window,
+        topics.commands: advisor.on_command,
+        topics.results: advisor.on_result,
+    }
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.advise.consumer_group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "latest",
+        }
+    )
+
+    def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+        _start_at_end(c, partitions)
+        if ready is not None:
+            ready.set()
+
+    consumer.subscribe(list(handlers), on_assign=on_assign)
+    try:
+        while not stop.is_set():
+            messages = consumer.consume(500, timeout=settings.advise.poll_timeout_s)
+            for msg in messages:
+                if msg.error() is not None:
+                    log.warning("consumer: %s", msg.error())
+                    continue
+                try:
+                    record = codec.decode(msg.value()).record
+                except DecodeError as exc:
+                    log.warning("skipping undecodable record on %s@%d: %s", msg.topic(), msg.offset(), exc)
+                    continue
+                handlers[msg.topic()](record)
+            advisor.tick()
+            producer.flush(10)
+            if messages:
+                consumer.commit(asynchronous=False)
+    finally:
+        producer.flush(10)
+        consumer.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = load_settings()
+    command_key(settings)  # fail now, clearly, when DBOPT_COMMAND_KEY is missing
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_advisor(settings, stop)
+    return 0

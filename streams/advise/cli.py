@@ -1,0 +1,138 @@
+"""``dbopt analyze "SQL"``: the advisor's analysis of one statement, as a DBA would run it by hand.
+
+Prints what the statement asks of each table, every candidate index with its HypoPG plan cost
+before and after (or the existing index that already covers it), and the decision with its
+reasons. Nothing is changed in the database: the session is read-only and HypoPG indexes
+are hypothetical. Raw SQL with literals is welcome here (constant filters become partial
+index candidates); nothing is sent anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import psycopg
+
+from streams.advise.analysis import QueryShape, UnsupportedStatement, analyze_sql
+from streams.advise.candidates import analyze_statement
+from streams.advise.evaluate import Decision, EvaluationError, Evaluator, QueryEvaluation, QueryInput
+from streams.config import load_settings
+from streams.sql import SqlParseError, normalize
+
+HELP = "analyze one SQL statement: predicates, candidate indexes with HypoPG costs, and the decision"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sql", help="one SELECT, UPDATE or DELETE statement ($n placeholders or literals)")
+    parser.add_argument("--database-url", help="database to evaluate against (default: DBOPT_DATABASE_URL)")
+    parser.add_argument("--p95-ms", type=float, default=None, help="observed p95 to quote as evidence")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+
+
+def _shape_lines(shape: QueryShape) -> list[str]:
+    limit = "" if not shape.has_limit else f", LIMIT {shape.limit if shape.limit is not None else '$n'}"
+    lines = [f"statement: {shape.statement_type} with {shape.param_count} parameter(s){limit}"]
+    for t in shape.tables:
+        lines.append(f"table {t.qualified}" + (f" (as {', '.join(t.aliases)})" if t.aliases else ""))
+        parts = [
+            ("equality", ", ".join(t.equality)),
+            ("range", ", ".join(t.range)),
+            ("join", ", ".join(t.join)),
+            ("order by", ", ".join(o.column + (" DESC" if o.descending else "") for o in t.order_by)),
+            ("constant filters", "; ".join(f"{f.column} IN {f.values!r}" for f in t.constant_filters)),
+        ]
+        lines += [f"  {name}: {value}" for name, value in parts if value]
+    if shape.ambiguous:
+        lines.append(f"unqualified columns not attributed to a table: {', '.join(shape.ambiguous)}")
+    return lines
+
+
+def _evaluation_lines(ev: QueryEvaluation) -> list[str]:
+    if ev.error:
+        return [f"cannot evaluate: {ev.error}"]
+    lines = [f"plan cost (generic plan, no new index): {ev.cost_before:.1f}", "candidates:"]
+    for cc in sorted(ev.costs, key=lambda c: c.cost_after):
+        lines.append(
+            f"  {cc.candidate.describe():60s} cost {cc.cost_before:10.1f} -> {cc.cost_after:10.1f}  "
+            f"({-cc.improvement:+.0%})"
+        )
+    for candidate, existing in ev.covered:
+        lines.append(f"  {candidate.describe():60s} already covered by index {existing}")
+    return lines
+
+
+def _decision_lines(decision: Decision) -> list[str]:
+    lines = ["decision:"]
+    for p in decision.proposals:
+        lines += [
+            f"  CREATE: {p.candidate.create_sql()}",
+            f"    because: {p.reason}",
+            f"    rollback: {p.candidate.drop_sql()}",
+        ]
+    for stats, why in decision.analyze:
+        lines.append(f"  {analyze_statement(stats.table, stats.schema)}: statistics are stale ({why})")
+    for _, why in decision.unserved:
+        lines.append(f"  no index: {why}")
+    return lines
+
+
+def _as_json(shape: QueryShape, ev: QueryEvaluation | None, decision: Decision | None, error: str | None) -> str:
+    doc: dict[str, Any] = {"shape": asdict(shape), "error": error}
+    if ev is not None:
+        doc["cost_before"] = ev.cost_before
+        doc["candidates"] = [
+            {"index": c.candidate.describe(), "name": c.candidate.name, "cost_before": c.cost_before,
+             "cost_after": c.cost_after, "improvement": c.improvement}
+            for c in ev.costs
+        ]
+        doc["covered"] = [{"index": c.describe(), "by": name} for c, name in ev.covered]
+        doc["evaluation_error"] = ev.error
+    if decision is not None:
+        doc["decision"] = {
+            "create": [
+                {"sql": p.candidate.create_sql(), "rollback_sql": p.candidate.drop_sql(), "reason": p.reason,
+                 "cost_before": p.cost_before, "cost_after": p.cost_after, "fingerprints": list(p.fingerprints)}
+                for p in decision.proposals
+            ],
+            "analyze": [{"sql": analyze_statement(s.table, s.schema), "reason": why} for s, why in decision.analyze],
+            "no_index": [why for _, why in decision.unserved],
+        }
+    return json.dumps(doc, indent=2, default=str)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        shape = analyze_sql(args.sql)
+        fingerprint = normalize(args.sql).fingerprint
+    except (SqlParseError, UnsupportedStatement) as exc:
+        print(f"dbopt analyze: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    url = args.database_url or settings.database_url
+    ev: QueryEvaluation | None = None
+    decision: Decision | None = None
+    error: str | None = None
+    try:
+        evaluator = Evaluator.connect(url, settings.advise)
+        try:
+            decision, (ev,) = evaluator.advise([QueryInput(fingerprint, args.sql, p95_ms=args.p95_ms)])
+        finally:
+            evaluator.close()
+    except (psycopg.Error, EvaluationError) as exc:
+        error = f"cannot evaluate against the database: {str(exc).strip().splitlines()[0]}"
+    if args.json:
+        print(_as_json(shape, ev, decision, error))
+    else:
+        lines = _shape_lines(shape)
+        if ev is not None:
+            lines += _evaluation_lines(ev)
+        if decision is not None:
+            lines += _decision_lines(decision)
+        print("\n".join(lines))
+        if error:
+            print(f"dbopt analyze: {error}", file=sys.stderr)
+    return 1 if error or (ev is not None and ev.error) else 0
