@@ -202,7 +202,7 @@ def test_fingerprint_cap_overflows_into_other() -> None:
     windows = PartitionWindows(0, SPEC, store, max_fingerprints=2)
     for i, fp in enumerate(["a", "b", "c", "d", "a"]):
         windows.apply(_accepted(600_000 + i, 1.0, fingerprint=fp), i)
-    assert windows.overflowed == 2
+    assert windows.overflowed == {"svc": 2}
     windows.flush()
     windows = PartitionWindows(0, SPEC, store, max_fingerprints=2)
     assert windows.tick(10**9, idle_timeout_ms=0)

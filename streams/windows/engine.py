@@ -72,14 +72,14 @@ class PartitionWindows:
         self._caps: dict[str, FingerprintCap] = {}
         self._dirty_caps: set[str] = set()
         self._pending: int | None = None  # horizon a close is due for
-        self.overflowed = 0
+        self.overflowed: dict[str, int] = {}  # service -> events folded into "other"
 
     # --- events and ticks -------------------------------------------------------------------
 
     def apply(self, accepted: Accepted, offset: int) -> tuple[Outcome, bool]:
         """Add one accepted event (source ``offset``): its outcome, and whether a close is due.
 
-        Fingerprints over the per-service cap are counted in :attr:`overflowed`.
+        Events of fingerprints over the per-service cap are counted in :attr:`overflowed`.
         """
         event = accepted.event
         event_time = int(event["event_time"])
@@ -195,7 +195,7 @@ class PartitionWindows:
         if outcome == "added":
             self._dirty_caps.add(service)
         elif outcome == "overflow":
-            self.overflowed += 1
+            self.overflowed[service] = self.overflowed.get(service, 0) + 1
         return accepted
 
     def _pane(self, key: str) -> PaneStats:

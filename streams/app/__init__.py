@@ -1,0 +1,1 @@
+"""The Faust stream processor: app, windows agent, ``dbopt worker`` command."""
