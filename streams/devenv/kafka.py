@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .process import StartError, read_pid, run, stop_pid, tail, wait_until
+from .process import StartError, read_pid, run, start_daemon, stop_daemon, tail
 
 # Newest 4.x release fully published on Maven Central that aiokafka 0.14 (faust-streaming
 # 0.15) and confluent-kafka 2.x work with; see docs/ARCHITECTURE.md ("Kafka version").
@@ -137,39 +136,24 @@ class KafkaBroker:
         self.fetch()
         props = self._write_config()
         self._format(props)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_file.open("w")
-        env = {**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{self.heap}"}
-        proc = subprocess.Popen(
+        pid = start_daemon(
             [
-                "java", f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+                "java", "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
                 f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
                 f"-Dlog4j.configuration=file:{HERE / 'log4j2.properties'}",
                 "-cp", f"{self.libs}/*", "kafka.Kafka", str(props),
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-        self.pid_file.write_text(str(proc.pid))
-        wait_until(
-            self.ready,
-            timeout=90,
-            alive=lambda: proc.poll() is None,
+            env={**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{self.heap}"},
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+            ready=self.ready,
             what=f"Kafka {self.version}",
-            log=self.log_file,
         )
-        print(f"kafka {self.version} ready on {self.bootstrap} (pid {proc.pid})")
+        print(f"kafka {self.version} ready on {self.bootstrap} (pid {pid})")
 
     def stop(self) -> None:
-        pid = self.running_pid()
-        if pid is None:
-            return
-        stop_pid(pid)
-        self.pid_file.unlink(missing_ok=True)
-        print("kafka stopped")
+        if stop_daemon(self.pid_file):
+            print("kafka stopped")
 
     def log_tail(self) -> str:
         return tail(self.log_file)

@@ -87,3 +87,36 @@ def stop_pid(pid: int, *, timeout: float = 30.0) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.2)
+
+
+def start_daemon(
+    cmd: Sequence[str],
+    *,
+    log_file: Path,
+    pid_file: Path,
+    ready: Callable[[], bool],
+    what: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+) -> int:
+    """Start a server in its own session, logging to ``log_file``; wait until ``ready``. Returns its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    pid_file.write_text(str(proc.pid))
+    wait_until(ready, timeout=timeout, alive=lambda: proc.poll() is None, what=what, log=log_file)
+    return proc.pid
+
+
+def stop_daemon(pid_file: Path) -> bool:
+    """Stop the server whose pid is in ``pid_file``; False when none was running."""
+    pid = read_pid(pid_file)
+    if pid is None:
+        return False
+    stop_pid(pid)
+    pid_file.unlink(missing_ok=True)
+    return True

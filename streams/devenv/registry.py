@@ -10,14 +10,13 @@ the demo need: schemas are registered again by the producers after a restart.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .process import StartError, read_pid, run, stop_pid, wait_until
+from .process import StartError, read_pid, run, start_daemon, stop_daemon
 
 # 2.6.x is the newest line published with the ``all`` distribution zip on Maven Central
 # and runs on Java 17 (the JDK the Kafka broker uses).
@@ -94,34 +93,20 @@ class SchemaRegistry:
             print(f"schema registry already running on {self.url}")
             return
         self.fetch()
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_file.open("w")
-        proc = subprocess.Popen(
+        pid = start_daemon(
             [
                 "java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-                f"-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={self.port}",
+                "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={self.port}",
                 "-jar", str(self.runner),
             ],
             cwd=self.home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.pid_file.write_text(str(proc.pid))
-        wait_until(
-            self.ready,
-            timeout=90,
-            alive=lambda: proc.poll() is None,
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+            ready=self.ready,
             what=f"Apicurio Registry {self.version}",
-            log=self.log_file,
         )
-        print(f"schema registry (Apicurio {self.version}) ready on {self.url} (pid {proc.pid})")
+        print(f"schema registry (Apicurio {self.version}) ready on {self.url} (pid {pid})")
 
     def stop(self) -> None:
-        pid = self.running_pid()
-        if pid is None:
-            return
-        stop_pid(pid)
-        self.pid_file.unlink(missing_ok=True)
-        print("schema registry stopped")
+        if stop_daemon(self.pid_file):
+            print("schema registry stopped")

@@ -8,6 +8,7 @@ import sys
 from confluent_kafka import KafkaException
 
 from streams.config import load_settings
+from streams.demo.args import positive_float
 
 from .topics import ensure_topics, topic_specs
 
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     create = sub.add_parser("create", help="create the missing topics, report the existing ones")
-    create.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    create.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for the broker (default 30)")
 
 
 def run(args: argparse.Namespace) -> int:

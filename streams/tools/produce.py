@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.client.events import InvalidEvent, prepare_record
 from streams.client.producer import default_instance_id
 from streams.config import Settings, load_settings
+from streams.demo.args import positive_float
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", help="service for lines that do not name one")
     parser.add_argument("--instance-id", default=None, help="instance_id for lines without one (default: host-pid)")
     parser.add_argument("--database", help="database for lines without one")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery at the end (default 30)")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for delivery at the end (default 30)")
 
 
 # -- pure: one line -> one QueryEvent record ----------------------------------------------------

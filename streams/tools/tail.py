@@ -14,32 +14,13 @@ import os
 import sys
 
 from streams.config import Settings, load_settings
+from streams.demo.args import positive_float, positive_int
 from streams.kafka.consume import TopicNotFound, assigned_consumer, read_messages
 from streams.serde import Codec, DecodeError
 
 from .jsonview import to_json
 
 HELP = "Print the decoded records of a dbopt topic as JSON lines (timestamps as ISO-8601 UTC)."
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "commands, results, dlq",
     )
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record (default: only new ones)")
-    parser.add_argument("--max", type=_positive_int, metavar="N", help="exit after N records")
+    parser.add_argument("--max", type=positive_int, metavar="N", help="exit after N records")
     parser.add_argument(
-        "--timeout", type=_positive_float, default=None, metavar="S",
+        "--timeout", type=positive_float, default=None, metavar="S",
         help="exit after S seconds without a new record (default: never)",
     )
 
