@@ -90,6 +90,8 @@ def test_partial_index_from_constant_in_list() -> None:
     stmt = parse_sql(partial.create_sql())[0].stmt
     assert isinstance(stmt, ast.IndexStmt) and stmt.concurrent and stmt.whereClause is not None
     assert "WHERE status IN ('confirmed', 'pending')" in partial.create_sql()
+    keyed = analyze_sql("SELECT * FROM bookings WHERE vendor_id = 7 AND paid = true AND status = 'pending'")
+    assert keyed.tables[0].constant_filters == [ConstantFilter("paid", (True,)), ConstantFilter("status", ("pending",))]
     # placeholders make no partial index: the value is unknown
     assert not any(p for _, p in _by_columns("SELECT * FROM bookings WHERE status IN ($1) AND vendor_id = $2"))
 

@@ -10,6 +10,8 @@ Unqualified columns are attributed to the only table of the statement; with seve
 an unqualified column cannot be attributed without the catalog and is reported in
 ``ambiguous`` and not used.
 
+Constant filters are ``IN`` lists of constants and equality with a string or boolean constant:
+``vendor_id = 7`` is a key lookup, and an index ``WHERE vendor_id = 7`` would serve one value only.
 Placeholders (``$n``) are what the SDK sends: it strips literals before an event leaves the
 service, so constant filters come mainly from raw SQL given to ``dbopt analyze``.
 """
@@ -188,7 +190,7 @@ def _conjunct(b: _Builder, node: object, row_filter: bool) -> None:
         if ref and row_filter and _is_value(other):
             _add(ref[0].equality, ref[1])
             value = _constant(other)
-            if value is not None:
+            if isinstance(value, (str, bool)):  # a number compared for equality is usually a key
                 _add(ref[0].constant_filters, ConstantFilter(ref[1], (value,)))
         return
     if not row_filter:

@@ -189,11 +189,13 @@ def choose(
     for entries in serves.values():
         entries.sort(key=lambda e: e[0].query.fingerprint)
     while uncovered:
-        def score(name: str) -> tuple[int, float, int, str]:
+        def score(name: str) -> tuple[int, float, bool, int, str]:
+            # most new fingerprints, then most cost saved, then the more general (not partial)
+            # and narrower index; the name makes ties deterministic
             entries = serves[name]
-            gain = sum(cc.cost_before - cc.cost_after for _, cc in entries)
+            gain = round(sum(cc.cost_before - cc.cost_after for _, cc in entries), 1)
             new = len({ev.query.fingerprint for ev, _ in entries} & uncovered)
-            return (new, gain, -len(by_name[name].columns), name)
+            return (new, gain, by_name[name].predicate is None, -len(by_name[name].columns), name)
 
         best = max(serves, key=score)
         entries = serves.pop(best)
