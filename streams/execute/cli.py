@@ -1,0 +1,37 @@
+"""``dbopt executor``: apply signed commands from the commands topic (see streams.execute.executor)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from streams.config import load_settings
+
+from .executor import Executor
+
+HELP = "apply signed, allowlisted commands safely (audit, results, freeze days, advisory lock)"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", action="store_true", help="exit when no command arrived for --idle-timeout seconds")
+    parser.add_argument("--idle-timeout", type=float, default=5.0, help="seconds without a command before --once exits")
+    parser.add_argument("--max-commands", type=_positive, default=None, help="exit after this many commands")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    executor = Executor(load_settings())
+    report = executor.run(once=args.once, max_commands=args.max_commands, idle_timeout=args.idle_timeout)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(report.statuses.items())) or "no results"
+    print(f"executor {executor.executor_id}: {report.processed} command(s); {statuses}")
+    for index in report.dropped_invalid_indexes:
+        print(f"dropped invalid index {index} (left by an interrupted CREATE INDEX CONCURRENTLY)")
+    return 0

@@ -1,0 +1,371 @@
+"""The executor: consumes signed commands, gates them, applies them safely, audits and reports.
+
+For each record on the commands topic (consumer group ``dbopt-executor``, manual commits):
+
+1. decode it (undecodable -> ``rejected``) and verify its HMAC signature (unsigned/forged ->
+   ``rejected``). Such a message is not trusted with an audit row under the id it claims, since
+   that would let a forger pre-empt a real command; its result is keyed
+   ``unverified:<topic>/<partition>/<offset>`` and its reason names the claimed id;
+2. look the command up in the audit table: already final -> ``duplicate``, never run twice;
+3. allowlist (pure, pglast), catalog checks, policy (aggressiveness, index cap, one operation
+   per table, freeze days);
+4. run the re-deparsed statement on an autocommit session (CONCURRENTLY cannot run in a
+   transaction) with ``lock_timeout``/``statement_timeout``, while holding a session advisory
+   lock so that two executors never act at once;
+5. record the outcome in the audit table, produce an OptimizationResult, flush, and only then
+   commit the command's offset.
+
+PostgreSQL unavailable: the command is retried with backoff (the offset stays uncommitted), so it
+is applied once the database is back. Each (re)connection first takes the advisory lock, marks
+rows left ``running`` as ``failed`` (interrupted), drops INVALID indexes dbopt created (left by an
+interrupted CREATE INDEX CONCURRENTLY), re-sends results that never reached Kafka, and
+re-examines deferred commands whose time has come.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from psycopg import sql
+
+from streams.commands import command_id, command_key, normalized_sql, signature_problem
+from streams.config import Settings
+from streams.domain.calendar import Calendar
+from streams.serde import Codec, DecodeError
+
+from . import catalog
+from .allowlist import Rejected, ValidatedStatement, validate
+from .audit import Audit, AuditRow
+from .policy import Request, decide
+from .results import from_row, result_record
+
+log = logging.getLogger("dbopt.executor")
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The executor was asked to stop while it waited (nothing is committed)."""
+
+
+class DeliveryError(RuntimeError):
+    """A result could not be written to Kafka; the command's offset stays uncommitted."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    result: dict[str, Any]
+    audited: bool  # the result stands for an audit row (mark it emitted once flushed)
+
+
+@dataclass
+class RunReport:
+    processed: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    dropped_invalid_indexes: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+
+
+class Executor:
+    def __init__(self, settings: Settings, *, calendar: Calendar | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.executor
+        self.key = command_key(settings)
+        self.codec = Codec.from_settings(settings)
+        self.calendar = calendar or Calendar.from_settings(settings)
+        self.executor_id = self.cfg.executor_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.report = RunReport()
+        self.stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._audit: Audit | None = None
+        self._producer = Producer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        )
+
+    # -- database session ------------------------------------------------------------
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        assert self._conn is not None
+        return self._conn
+
+    @property
+    def audit(self) -> Audit:
+        assert self._audit is not None
+        return self._audit
+
+    def _connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed and not self._conn.broken
+
+    def _connect(self) -> None:
+        conn = psycopg.connect(
+            self.settings.database_url, autocommit=True, connect_timeout=5, application_name="dbopt-executor"
+        )
+        waiting_logged = False
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (self.cfg.advisory_lock_key,)).fetchone()[0]:  # type: ignore[index]
+            if not waiting_logged:
+                log.info("another executor holds the executor lock; waiting")
+                waiting_logged = True
+            if self.stop.wait(1.0):
+                conn.close()
+                raise Stopped()
+        self._conn, self._audit = conn, Audit(conn, self.cfg.audit_schema)
+        self.audit.ensure()
+        interrupted = self.audit.fail_interrupted(self.executor_id)
+        for row in interrupted:
+            log.warning("command %s was interrupted while running (%s): marked failed", row.command_id, row.sql)
+        self.report.interrupted += [row.command_id for row in interrupted]
+        self._drop_invalid_indexes()
+        self._publish([Outcome(r.command_id, from_row(r, self.executor_id), True) for r in self.audit.pending_results()])
+        log.info("executor %s connected and holds the executor lock", self.executor_id)
+
+    def _with_db(self, work: Callable[[], T]) -> T:
+        """Run ``work`` with a healthy session; while PostgreSQL is unavailable, retry with backoff."""
+        delay = 0.5
+        while True:
+            if self.stop.is_set():
+                raise Stopped()
+            try:
+                if not self._connected():
+                    self._connect()
+                return work()
+            except psycopg.OperationalError as exc:
+                if self._connected():
+                    raise
+                log.warning("PostgreSQL unavailable (%s); retrying in %.1fs", str(exc).strip().splitlines()[0], delay)
+                self._close_db()
+                if self.stop.wait(delay):
+                    raise Stopped() from None
+                delay = min(delay * 2, self.cfg.db_retry_max_s)
+
+    def _close_db(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._audit = None
+
+    def _timed(self, statement: sql.Composable | str) -> float:
+        """Run one statement under the executor's lock and statement timeouts; its duration in ms."""
+        self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.cfg.lock_timeout_ms}ms",))
+        self.conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{self.cfg.statement_timeout_ms}ms",))
+        started = time.perf_counter()
+        try:
+            self.conn.execute(statement if isinstance(statement, sql.Composable) else sql.SQL(statement))  # type: ignore[arg-type]
+        finally:
+            if self._connected():
+                self.conn.execute("RESET lock_timeout; RESET statement_timeout")
+        return (time.perf_counter() - started) * 1000
+
+    def _drop_invalid_indexes(self) -> None:
+        for schema, name in self.audit.invalid_own_indexes():
+            statement = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
+            try:
+                self._timed(statement)
+            except psycopg.Error as exc:
+                if not self._connected():
+                    raise
+                log.warning("could not drop invalid index %s.%s yet: %s", schema, name, exc.diag.message_primary)
+                continue
+            log.warning("dropped invalid index %s.%s left by an interrupted CREATE INDEX CONCURRENTLY", schema, name)
+            self.report.dropped_invalid_indexes.append(f"{schema}.{name}")
+
+    # -- one command ---------------------------------------------------------------------
+
+    def handle(self, msg: Message) -> list[Outcome]:
+        try:
+            decoded = self.codec.decode(msg.value())
+        except DecodeError as exc:
+            return [self._unverified(msg, f"undecodable command ({exc.reason}): {exc.detail}", "")]
+        record = decoded.record
+        if decoded.schema_name != "OptimizationCommand":
+            return [self._unverified(msg, f"not an OptimizationCommand but a {decoded.schema_name}", "")]
+        problem = signature_problem(record, self.key)
+        if problem:
+            return [self._unverified(msg, f"{problem}; claimed command_id {record.get('command_id')!r}", record["sql"])]
+        return self._with_db(lambda: self._process(record))
+
+    def _unverified(self, msg: Message, reason: str, sql_text: str) -> Outcome:
+        key = f"unverified:{msg.topic()}/{msg.partition()}/{msg.offset()}"
+        log.warning("rejected %s: %s", key, reason)
+        return Outcome(key, result_record(key, "rejected", reason, sql_text, executor_id=self.executor_id), False)
+
+    def _process(self, record: dict[str, Any]) -> list[Outcome]:
+        row = self.audit.get(record["command_id"])
+        if row is not None and row.status != "deferred":
+            if not row.result_emitted:  # final, but its result never reached Kafka
+                return [self._outcome(row)]
+            reason = f"already {row.status}{' at ' + row.finished_at.isoformat() if row.finished_at else ''}: not run again"
+            return [Outcome(f"{row.command_id}#duplicate", from_row(row, self.executor_id, status="duplicate", reason=reason), False)]
+        return self._evaluate(record)
+
+    def _outcome(self, row: AuditRow) -> Outcome:
+        return Outcome(row.command_id, from_row(row, self.executor_id), True)
+
+    def _finish(self, record: dict[str, Any], status: str, reason: str, **fields: Any) -> list[Outcome]:
+        fields.setdefault("sql_text", record["sql"])
+        self.audit.save(record, status, reason, self.executor_id, **fields)
+        row = self.audit.get(record["command_id"])
+        assert row is not None
+        log.info("command %s %s: %s", row.command_id, status, reason)
+        return [self._outcome(row)]
+
+    def _evaluate(self, record: dict[str, Any]) -> list[Outcome]:
+        try:
+            stmt, facts, original = self._check(record)
+        except Rejected as exc:
+            return self._finish(record, "rejected", exc.reason)
+        decision = decide(
+            Request(
+                origin=record["origin"],
+                action=stmt.action,
+                table=facts.table,
+                emergency=bool(record.get("emergency")),
+                is_rollback=original is not None,
+                index_count=facts.index_count,
+            ),
+            aggressiveness=self.cfg.aggressiveness,
+            max_indexes_per_table=self.cfg.max_indexes_per_table,
+            busy_tables=self.audit.busy_tables(),
+            calendar=self.calendar,
+        )
+        where = {"sql_text": stmt.sql_to_run, "table": facts.table, "index_name": facts.index}
+        if decision.verdict == "reject":
+            return self._finish(record, "rejected", decision.reason, **where)
+        if decision.verdict == "defer":
+            return self._finish(record, "deferred", decision.reason, deferred_until=decision.until, **where)
+        rollback_sql = facts.rollback_sql
+        self.audit.save(record, "running", decision.reason, self.executor_id, started=True, rollback_sql=rollback_sql, **where)
+        try:
+            duration = self._timed(stmt.sql_to_run)
+        except psycopg.Error as exc:
+            if not self._connected():
+                raise
+            reason = f"{type(exc).__name__} (SQLSTATE {exc.sqlstate}): {exc.diag.message_primary}"
+            if stmt.action == "create_index":
+                reason += "; an INVALID index left behind is dropped at the executor's next start"
+            return self._finish(record, "failed", reason, rollback_sql=rollback_sql, **where)
+        outcomes: list[Outcome] = []
+        status, reason = "applied", f"applied in {duration:.0f} ms ({decision.reason})"
+        if original is not None:
+            status, reason = "rolled_back", f"rolled back command {original.command_id} in {duration:.0f} ms"
+        undone = original or facts.creator
+        if undone is not None:
+            self.audit.mark_undone(undone.command_id, f"undone by command {record['command_id']}")
+            undone_row = self.audit.get(undone.command_id)
+            assert undone_row is not None
+            outcomes.append(self._outcome(undone_row))
+        return self._finish(record, status, reason, rollback_sql=rollback_sql, duration_ms=duration, **where) + outcomes
+
+    def _check(self, record: dict[str, Any]) -> tuple[ValidatedStatement, catalog.Facts, AuditRow | None]:
+        expected = command_id(record["origin"], record["action"], record["sql"], record.get("rollback_of"))
+        if expected != record["command_id"]:
+            raise Rejected("command_id does not match the command's origin, action and statement")
+        stmt = validate(record["sql"], protected_schemas=(self.cfg.audit_schema,))
+        if record["action"] != stmt.action:
+            raise Rejected(f"the command says {record['action']!r} but its statement is {stmt.action!r}")
+        facts = catalog.check(self.conn, stmt, self.audit)
+        original = None
+        if record.get("rollback_of"):
+            original = self._rollback_target(record, stmt, facts)
+        return stmt, facts, original
+
+    def _rollback_target(self, record: dict[str, Any], stmt: ValidatedStatement, facts: catalog.Facts) -> AuditRow:
+        original = self.audit.get(record["rollback_of"])
+        if original is None or original.status not in ("applied", "kept"):
+            state = "unknown" if original is None else original.status
+            raise Rejected(f"rollback_of {record['rollback_of']} is not an applied command (it is {state})")
+        if original.action == "create_index":
+            if facts.creator is None or facts.creator.command_id != original.command_id:
+                raise Rejected(f"this statement does not drop the index command {original.command_id} created")
+        elif not original.rollback_sql or normalized_sql(original.rollback_sql) != stmt.sql_to_run:
+            raise Rejected(f"this statement is not the rollback recorded for command {original.command_id}")
+        return original
+
+    # -- deferred commands ------------------------------------------------------------------
+
+    def recheck_deferred(self) -> list[Outcome]:
+        """Re-examine deferred commands whose time has come (their signed record is in the audit)."""
+        outcomes: list[Outcome] = []
+        for row in self.audit.due_deferred():
+            problem = signature_problem(row.command, self.key)
+            if problem:
+                outcomes += self._finish(row.command, "rejected", f"stored deferred command: {problem}")
+            else:
+                outcomes += self._evaluate(row.command)
+        return outcomes
+
+    # -- Kafka ------------------------------------------------------------------------------
+
+    def _publish(self, outcomes: list[Outcome]) -> None:
+        """Produce results, wait until Kafka has them, then mark them emitted in the audit."""
+        if not outcomes:
+            return
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        topic = self.settings.topics.results
+        for outcome in outcomes:
+            value = self.codec.encode("OptimizationResult", outcome.result, topic=topic)
+            self._producer.produce(topic, key=outcome.key.encode(), value=value, on_delivery=delivered)
+        remaining = self._producer.flush(30)
+        if remaining or errors:
+            raise DeliveryError(f"{remaining} result(s) not delivered to {topic}: {errors}")
+        for outcome in outcomes:
+            self.report.statuses[outcome.result["status"]] += 1
+            if outcome.audited:
+                self.audit.mark_result_emitted(outcome.result["command_id"])
+
+    def run(self, *, once: bool = False, max_commands: int | None = None, idle_timeout: float = 5.0) -> RunReport:
+        """Consume commands until stopped, ``max_commands`` are done, or (``once``) the topic is idle."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": self.cfg.consumer_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+            }
+        )
+        idle_since = [time.monotonic()]
+        consumer.subscribe(
+            [self.settings.topics.commands], on_assign=lambda *_: idle_since.__setitem__(0, time.monotonic())
+        )
+        try:
+            self._with_db(lambda: self._publish(self.recheck_deferred()))
+            last_recheck = time.monotonic()
+            while not self.stop.is_set() and (max_commands is None or self.report.processed < max_commands):
+                msg = consumer.poll(self.cfg.poll_timeout_s)
+                now = time.monotonic()
+                if now - last_recheck >= self.cfg.deferred_recheck_s:
+                    self._with_db(lambda: (self._drop_invalid_indexes(), self._publish(self.recheck_deferred())))
+                    last_recheck = now
+                if msg is None:
+                    if once and now - idle_since[0] >= idle_timeout:
+                        break
+                    continue
+                if msg.error() is not None:
+                    log.warning("consumer: %s", msg.error())
+                    continue
+                outcomes = self.handle(msg)
+                self._with_db(lambda: self._publish(outcomes))
+                consumer.commit(message=msg, asynchronous=False)
+                self.report.processed += 1
+                idle_since[0] = time.monotonic()
+        except Stopped:
+            log.info("stopped")
+        finally:
+            consumer.close()
+            self._close_db()
+        return self.report
+
