@@ -78,7 +78,7 @@ def progress_line(elapsed: float, target: float, stats: dict[str, ServiceStats])
 
 
 def summary_lines(
-    elapsed: float, rates: dict[str, float], stats: dict[str, ServiceStats], pacers: dict[str, Pacer],
+    window: float, rates: dict[str, float], stats: dict[str, ServiceStats], pacers: dict[str, Pacer],
     events: dict[str, tuple[int, int]],
 ) -> list[str]:
     """The end-of-run report: per service, then the slowest queries, then what the SDK sent."""
@@ -91,7 +91,7 @@ def summary_lines(
         p50, p95 = (f"{percentile(values, 50):.1f}", f"{percentile(values, 95):.1f}") if values else ("-", "-")
         sent_events, dropped = events.get(name, (0, 0))
         lines.append(
-            f"{name:<13} {rates[name]:>9.1f} {s.sent / elapsed:>10.1f} {s.sent:>8,} {s.errors:>7,} {p50:>8} {p95:>8}"
+            f"{name:<13} {rates[name]:>9.1f} {s.sent / window:>10.1f} {s.sent:>8,} {s.errors:>7,} {p50:>8} {p95:>8}"
             f" {sent_events:>8,} {dropped:>8,}"
         )
     skipped = sum(p.skipped for p in pacers.values())
@@ -197,7 +197,8 @@ class Worker:
 
 @dataclass
 class Result:
-    elapsed: float
+    elapsed: float  # until the last in-flight query returned
+    window: float  # the part of it queries were sent in: the duration, or less when interrupted
     rates: dict[str, float]
     stats: dict[str, ServiceStats]
     pacers: dict[str, Pacer]
@@ -263,7 +264,7 @@ def simulate(
         for producer in producers.values():
             producer.close(timeout=10.0)
     events = {s: (p.sent, sum(p.dropped.values())) for s, p in producers.items()}
-    return Result(elapsed, rates, stats, pacers, events, interrupted)
+    return Result(elapsed, min(elapsed, duration), rates, stats, pacers, events, interrupted)
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -334,9 +335,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if sys.stdout.isatty():
         print()
-    print(f"done in {result.elapsed:.1f}s: {result.sent:,} queries, {result.sent / result.elapsed:.1f} q/s achieved "
+    print(f"done in {result.elapsed:.1f}s: {result.sent:,} queries, {result.sent / result.window:.1f} q/s achieved "
           f"(target {target:.1f}), {result.errors:,} errors")
-    print("\n".join(summary_lines(result.elapsed, rates, result.stats, result.pacers, result.events)))
+    print("\n".join(summary_lines(result.window, rates, result.stats, result.pacers, result.events)))
     if result.interrupted:
         return 130
     return 1 if result.sent and result.errors == result.sent else 0
