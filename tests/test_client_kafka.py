@@ -153,6 +153,23 @@ def test_psycopg_integration_one_event_per_statement(
     assert all(e["duration_ms"] > 0 for e in events)
 
 
+def test_psycopg_prepared_statements_keep_their_text(
+    topic_settings: Settings, producer: EventProducer, scratch_db: str
+) -> None:
+    """psycopg prepares a statement after its 5th run; later runs must still be normalized."""
+    runs = 8
+    with psycopg.connect(scratch_db) as conn:
+        instrument(conn, producer)
+        for i in range(runs):
+            conn.execute("SELECT %s::int + 1", (i,))
+    drained(producer)
+    codec = Codec.from_settings(topic_settings)
+    events = [codec.decode(value).record for _, value in consume(topic_settings, runs)]
+    assert {e["statement_type"] for e in events} == {"SELECT"}
+    assert len({e["query_text"] for e in events}) == 1 and "%s" not in events[0]["query_text"]
+    assert len({e["fingerprint"] for e in events}) == 1 and events[0]["fingerprint"]
+
+
 def test_psycopg_async_integration(topic_settings: Settings, producer: EventProducer, scratch_db: str) -> None:
     async def work() -> int:
         async with await psycopg.AsyncConnection.connect(scratch_db, autocommit=True) as conn:

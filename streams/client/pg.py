@@ -28,10 +28,18 @@ class _Monitored:
 
     _dbopt_producer: EventProducer
     _dbopt_context: dict[str, object]
+    _dbopt_sent: bytes | None = None
+
+    def _convert_query(self, query: Any, params: Any = None) -> Any:
+        # psycopg converts every execute here, prepared or not (it stops setting ``_query``
+        # once a statement is prepared, after its 5th run): remember the text it sends
+        converted = super()._convert_query(query, params)  # type: ignore[misc]
+        self._dbopt_sent = converted.query
+        return converted
 
     def _dbopt_text(self, query: Any) -> str:
-        converted = getattr(self, "_query", None)  # psycopg's PostgresQuery of the last execute
-        sent = getattr(converted, "query", None)
+        sent = self._dbopt_sent
+        self._dbopt_sent = None
         if isinstance(sent, (bytes, bytearray, memoryview)):
             return bytes(sent).decode("utf-8", "replace")
         if isinstance(query, (bytes, bytearray)):
