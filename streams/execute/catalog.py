@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from streams.commands import normalized_sql
+
 from .allowlist import SYSTEM_SCHEMAS, Name, Rejected, ValidatedStatement
 from .audit import Audit, AuditRow
 
@@ -145,7 +147,7 @@ def check(conn: psycopg.Connection[Any], stmt: ValidatedStatement, audit: Audit)
         for function in stmt.functions_to_check:
             _immutable(conn, function)
         drop = sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(table.schema, stmt.index_name))
-        return Facts(table.qualified, new_index, _index_count(conn, table.oid), rollback_sql=drop.as_string(conn))
+        return Facts(table.qualified, new_index, _index_count(conn, table.oid), rollback_sql=normalized_sql(drop.as_string(conn)))
     index, table = _index(conn, stmt.target, protected)
     if stmt.action != "drop_index":
         return Facts(table.qualified, index.qualified)
