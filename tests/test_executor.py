@@ -345,3 +345,29 @@ def test_database_unavailable_command_waits_uncommitted_then_applies(
     assert result["command_id"] == cmd["command_id"] and result["status"] == "applied"
     assert index_state(url, "dbopt_idx_bookings_vendor") is True
     assert committed_offset(xs) == 1
+
+
+# -- rollback --------------------------------------------------------------------------------------------------
+
+
+def test_rollback_command_drops_the_index_and_marks_the_original_rolled_back(xs: Settings) -> None:
+    original = command(CIC, origin="advisor", fingerprints=["fp1"], p95_before_ms=120.0)
+    send(xs, original)
+    run(xs, max_commands=1)
+    (applied,) = results(xs, 1)
+    assert applied["status"] == "applied" and applied["p95_before_ms"] == 120.0
+
+    wrong = command("DROP INDEX CONCURRENTLY bookings_pkey", origin="verifier", rollback_of=original["command_id"])
+    rollback = command(applied["rollback_sql"], origin="verifier", rollback_of=original["command_id"])
+    send(xs, wrong, rollback)
+    run(xs, max_commands=2)
+    later = results(xs, 4)[1:]
+    by_id: dict[str, list[str]] = {}
+    for r in later:
+        by_id.setdefault(r["command_id"], []).append(r["status"])
+    assert by_id[wrong["command_id"]] == ["rejected"]
+    assert by_id[rollback["command_id"]] == ["rolled_back"]
+    assert by_id[original["command_id"]] == ["rolled_back"]
+    assert index_state(xs.database_url, "dbopt_idx_bookings_vendor") is None
+    row = audit_row(xs.database_url, original["command_id"])
+    assert row is not None and row["status"] == "rolled_back" and rollback["command_id"] in row["reason"]
