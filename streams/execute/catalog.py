@@ -55,42 +55,36 @@ class _Relation:
     kind: str
 
 
-def _resolve(conn: psycopg.Connection[Any], name: Name) -> _Relation | None:
+def _resolve(conn: psycopg.Connection[Any], name: Name | int) -> _Relation | None:
+    """The relation ``name`` (resolved with the search_path, as the statement will be) or oid."""
+    where = (
+        "%(oid)s"
+        if isinstance(name, int)
+        else "to_regclass(CASE WHEN %(schema)s::text IS NULL THEN quote_ident(%(name)s) "
+        "ELSE quote_ident(%(schema)s) || '.' || quote_ident(%(name)s) END)"
+    )
+    params = {"oid": name} if isinstance(name, int) else {"schema": name.schema, "name": name.name}
     row = conn.execute(
-        """
-        SELECT c.oid, n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname), c.relkind
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.oid = to_regclass(CASE WHEN %(schema)s::text IS NULL THEN quote_ident(%(name)s)
-                                       ELSE quote_ident(%(schema)s) || '.' || quote_ident(%(name)s) END)
-        """,
-        {"schema": name.schema, "name": name.name},
+        "SELECT c.oid, n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname), c.relkind "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = " + where,
+        params,
     ).fetchone()
     return None if row is None else _Relation(*row)
 
 
-def _user_schema(relation: _Relation, protected: str, what: str) -> None:
+def _require(conn: psycopg.Connection[Any], name: Name | int, protected: str, what: str, kind: str) -> _Relation:
+    """The relation, which must exist, be outside system and dbopt schemas, and be of ``kind``."""
+    relation = _resolve(conn, name)
+    if relation is None:
+        raise Rejected(f"{what} {name} does not exist")
     if relation.schema in SYSTEM_SCHEMAS or relation.schema.startswith("pg_"):
         raise Rejected(f"{what} {relation.qualified} is a system catalog: system catalogs are never touched")
     if relation.schema == protected:
         raise Rejected(f"{what} {relation.qualified} is in dbopt's own schema")
-
-
-def _user_table(conn: psycopg.Connection[Any], name: Name | int, protected: str) -> _Relation:
-    if isinstance(name, int):
-        row = conn.execute(
-            "SELECT c.oid, n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname), c.relkind "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
-            (name,),
-        ).fetchone()
-        table = None if row is None else _Relation(*row)
-    else:
-        table = _resolve(conn, name)
-    if table is None:
-        raise Rejected(f"table {name} does not exist")
-    _user_schema(table, protected, "table")
-    if table.kind != "r":
-        raise Rejected(f"{table.qualified} is a {_RELKINDS.get(table.kind, table.kind)}, not an ordinary user table")
-    return table
+    if relation.kind != kind:
+        found = _RELKINDS.get(relation.kind, relation.kind)
+        raise Rejected(f"{relation.qualified} is a {found}, not {'an ordinary user table' if kind == 'r' else 'an index'}")
+    return relation
 
 
 def _index_count(conn: psycopg.Connection[Any], table_oid: int) -> int:
@@ -120,22 +114,17 @@ def _immutable(conn: psycopg.Connection[Any], function: Name) -> None:
 
 def _index(conn: psycopg.Connection[Any], name: Name, protected: str) -> tuple[_Relation, _Relation]:
     """The index named and its table."""
-    index = _resolve(conn, name)
-    if index is None:
-        raise Rejected(f"index {name} does not exist")
-    _user_schema(index, protected, "index")
-    if index.kind != "i":
-        raise Rejected(f"{index.qualified} is a {_RELKINDS.get(index.kind, index.kind)}, not an index")
+    index = _require(conn, name, protected, "index", "i")
     row = conn.execute("SELECT indrelid FROM pg_index WHERE indexrelid = %s", (index.oid,)).fetchone()
     assert row is not None
-    return index, _user_table(conn, int(row[0]), protected)
+    return index, _require(conn, int(row[0]), protected, "table", "r")
 
 
 def check(conn: psycopg.Connection[Any], stmt: ValidatedStatement, audit: Audit) -> Facts:
     """The catalog facts of ``stmt``; raises :class:`Rejected` when the catalog forbids it."""
     protected = audit.schema
     if stmt.target_kind == "table":
-        table = _user_table(conn, stmt.target, protected)
+        table = _require(conn, stmt.target, protected, "table", "r")
         if stmt.action != "create_index":
             return Facts(table.qualified)
         assert stmt.index_name is not None
