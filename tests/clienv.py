@@ -6,10 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
-
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
 
@@ -36,22 +33,10 @@ def dbopt(settings: Settings, *args: str, stdin: str | None = None, timeout: flo
     )
 
 
-def delete_topics(settings: Settings) -> None:
-    """Remove a test's private topics (those that were created)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    present = admin.list_topics(timeout=10).topics
-    names = [n for n in settings.topics.all().values() if n in present]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            future.result()
-
-
 @pytest.fixture
-def own_topics(settings: Settings) -> Iterator[Settings]:
-    """``settings`` (private topic names); the topics are deleted after the test.
-    Import this fixture into a test module to use it."""
-    yield settings
-    delete_topics(settings)
+def own_topics(settings: Settings) -> Settings:
+    """``settings`` (private topic names, deleted after the test by the ``settings`` fixture)."""
+    return settings
 
 
 @pytest.fixture(scope="session")

@@ -35,9 +35,18 @@ def unique_topics(infra: Settings) -> Topics:
 
 
 @pytest.fixture
-def settings(infra: Settings, unique_topics: Topics) -> Settings:
-    """Settings with this test's private topics."""
-    return replace(infra, topics=unique_topics)
+def settings(infra: Settings, unique_topics: Topics) -> Iterator[Settings]:
+    """Settings with this test's private topics; the topics are deleted afterwards."""
+    from confluent_kafka.admin import AdminClient
+
+    test_settings = replace(infra, topics=unique_topics)
+    yield test_settings
+    admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
+    present = admin.list_topics(timeout=10).topics
+    names = [n for n in unique_topics.all().values() if n in present]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
 
 
 @pytest.fixture
