@@ -26,7 +26,7 @@ import time
 from typing import Any, Callable
 
 import psycopg
-from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 
 from streams.advise.analysis import analyze_sql
 from streams.advise.candidates import created_index_name
@@ -166,12 +166,20 @@ def _start_at_end(consumer: Consumer, partitions: list[TopicPartition]) -> None:
     so a record produced after the advisor reported ready is never skipped)."""
     committed = consumer.committed(partitions, timeout=10)
     for tp, done in zip(partitions, committed):
-        if done.offset == OFFSET_INVALID or done.offset < 0:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            tp.offset = high
-        else:
-            tp.offset = done.offset
+        tp.offset = _end_offset(consumer, tp) if done.offset == OFFSET_INVALID or done.offset < 0 else done.offset
     consumer.assign(partitions)
+
+
+def _end_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> int:
+    """The partition's high watermark, retried while a just-created topic has no leader yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=5)[1])
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def run_advisor(
