@@ -371,3 +371,14 @@ def test_rollback_command_drops_the_index_and_marks_the_original_rolled_back(xs:
     assert index_state(xs.database_url, "dbopt_idx_bookings_vendor") is None
     row = audit_row(xs.database_url, original["command_id"])
     assert row is not None and row["status"] == "rolled_back" and rollback["command_id"] in row["reason"]
+
+
+def test_emergency_from_a_non_operator_is_rejected(xs: Settings) -> None:
+    record = build_command("operator", "analyze", "ANALYZE bookings")
+    forged_emergency = sign({**record, "origin": "advisor", "emergency": True,
+                             "command_id": build_command("advisor", "analyze", "ANALYZE bookings")["command_id"]},
+                            KEY.encode())
+    send(xs, forged_emergency)
+    run(xs, max_commands=1)
+    (result,) = results(xs, 1)
+    assert result["status"] == "rejected" and "only an operator" in result["reason"]

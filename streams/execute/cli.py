@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from streams.config import load_settings
 
-from .executor import Executor
+from .executor import DeliveryError, Executor
 
 HELP = "apply signed, allowlisted commands safely (audit, results, freeze days, advisory lock)"
 
@@ -29,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     executor = Executor(load_settings())
-    report = executor.run(once=args.once, max_commands=args.max_commands, idle_timeout=args.idle_timeout)
+    signal.signal(signal.SIGTERM, lambda *_: executor.stop.set())  # finish the current command, commit, exit
+    try:
+        report = executor.run(once=args.once, max_commands=args.max_commands, idle_timeout=args.idle_timeout)
+    except DeliveryError as exc:
+        print(f"dbopt executor: {exc}; the command will be processed again on the next start", file=sys.stderr)
+        return 1
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(report.statuses.items())) or "no results"
     print(f"executor {executor.executor_id}: {report.processed} command(s); {statuses}")
     for index in report.dropped_invalid_indexes:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from psycopg import sql
 
 from streams.commands import command_id, command_key, normalized_sql, signature_problem
@@ -132,8 +132,6 @@ class Executor:
         """Run ``work`` with a healthy session; while PostgreSQL is unavailable, retry with backoff."""
         delay = 0.5
         while True:
-            if self.stop.is_set():
-                raise Stopped()
             try:
                 if not self._connected():
                     self._connect()
@@ -268,6 +266,8 @@ class Executor:
         expected = command_id(record["origin"], record["action"], record["sql"], record.get("rollback_of"))
         if expected != record["command_id"]:
             raise Rejected("command_id does not match the command's origin, action and statement")
+        if record.get("emergency") and record["origin"] != "operator":
+            raise Rejected(f"only an operator may mark a command as emergency (origin {record['origin']!r})")
         stmt = validate(record["sql"], protected_schemas=(self.cfg.audit_schema,))
         if record["action"] != stmt.action:
             raise Rejected(f"the command says {record['action']!r} but its statement is {stmt.action!r}")
@@ -359,7 +359,10 @@ class Executor:
                     continue
                 outcomes = self.handle(msg)
                 self._with_db(lambda: self._publish(outcomes))
-                consumer.commit(message=msg, asynchronous=False)
+                try:
+                    consumer.commit(message=msg, asynchronous=False)
+                except KafkaException as exc:  # e.g. a rebalance: the record comes back as a duplicate
+                    log.warning("could not commit offset %d of %s: %s", msg.offset(), msg.topic(), exc)
                 self.report.processed += 1
                 idle_since[0] = time.monotonic()
         except Stopped:
