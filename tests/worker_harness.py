@@ -130,7 +130,10 @@ def produce(settings: Settings, events: Iterable[Event], raw: Iterable[tuple[byt
     """Send events keyed by service (and ``raw`` (key, value) records as they are)."""
     codec = Codec.from_settings(settings)
     topic = settings.topics.query_events
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    # zstd like the SDK: the worker must read compressed batches
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True, "compression.type": "zstd"}
+    )
     n = 0
     for event in events:
         producer.produce(topic, key=event.service.encode(), value=codec.encode("QueryEvent", event.record(), topic=topic))
