@@ -1,0 +1,1 @@
+"""Observability of the worker: Prometheus metrics and the /metrics page."""
