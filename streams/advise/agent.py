@@ -85,7 +85,8 @@ class Advisor:
         self.verifier.on_command(command)
 
     def on_result(self, result: dict[str, Any]) -> None:
-        pending = self.verifier.on_result(result, result.get("index_name") or created_index_name(result["sql"]))
+        created = created_index_name(result["sql"])  # only CREATE INDEX results are verified
+        pending = self.verifier.on_result(result, created and (result.get("index_name") or created))
         if pending is not None:
             log.info("verifying %s on %s (applied at %d)", pending.index_name, pending.table, pending.applied_at)
 
