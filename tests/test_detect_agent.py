@@ -23,11 +23,11 @@ from streams.config import Settings, TopicPolicy
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.kafka.topics import ensure_topics
 from streams.serde import Codec
+from test_detect import MINUTE, T0
+from test_detect import window as detector_window
 
 pytestmark = pytest.mark.infra
 
-MINUTE = 60_000
-T0 = 1_750_000_000_000 - (1_750_000_000_000 % MINUTE)  # June 2025: booking SLO 50 ms
 
 # A minimal worker: only the detector agent and the metrics page. The memory store keeps the
 # test light; the table still has its changelog topic, which is what restores state.
@@ -67,24 +67,8 @@ WORKER = textwrap.dedent(
 
 
 def window(i: int, p95: float, kind: str = "tumbling") -> dict[str, Any]:
-    start = T0 + i * MINUTE
-    return {
-        "window_id": f"{kind}-{start}-booking-service-booking",
-        "window_kind": kind,
-        "window_start": start,
-        "window_end": start + MINUTE,
-        "service": "booking-service",
-        "fingerprint": None,
-        "context": "booking",
-        "criticality": "critical",
-        "count": 200,
-        "errors": 0,
-        "min_ms": 1.0,
-        "max_ms": p95 * 2,
-        "p50_ms": p95 / 2,
-        "p95_ms": p95,
-        "p99_ms": p95 * 1.2,
-    }
+    """A booking context row (no fingerprint, so only the SLO condition, 50 ms in June)."""
+    return detector_window(i, p95, fingerprint=None, kind=kind)
 
 
 def free_port() -> int:

@@ -95,11 +95,14 @@ def test_renormalizing_placeholder_text_is_identity(raw: str) -> None:
 
 
 def test_placeholder_utility_statement_that_does_not_reparse() -> None:
-    text = normalize("NOTIFY ch, 'hello'").query_text  # "NOTIFY ch, $1" is not valid SQL by itself
+    text = "NOTIFY ch, $1"  # a producer's literal-free form; PostgreSQL only parses it with a literal
     accepted = run(event(query_text=text, fingerprint="f00d", statement_type="UTILITY"))
     assert isinstance(accepted, Accepted) and accepted.event["query_text"] == text
     # without a producer fingerprint it cannot be fingerprinted: rejected
     assert rejected(event(query_text=text, statement_type="UTILITY")).reason == "unparsable_sql"
+    # and a text that does not parse is never accepted when it holds a literal
+    literal = rejected(event(query_text="NOTIFY ch, 'guest@example.com' junk", fingerprint="f00d", statement_type="UTILITY"))
+    assert literal.reason == "unparsable_sql"
 
 
 def test_garbage_bytes_are_undecodable() -> None:

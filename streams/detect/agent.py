@@ -8,7 +8,8 @@ applied (the series remembers its newest window start) and sends nothing. Either
 condition never fires twice for the same breach.
 
 The table is partitioned like the windows topic, so every record of one series must arrive
-on one partition: the windows topic is keyed by service.
+on one partition: the windows topic is keyed by service. Its changelog topic should exist
+before the worker starts (see ``docs/ingest-detect.md``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def register(app: faust.App, settings: Settings) -> AgentT:
     source = app.topic(topics.latency_windows, key_serializer="raw", value_serializer="raw")
     alerts = app.topic(topics.alerts, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(topics.dlq, key_serializer="raw", value_serializer="raw")
-    # keys are strings, values JSON-able dicts (Faust's default json table serializers)
-    table = app.Table(TABLE_NAME, default=None, partitions=settings.topic_policy.partitions)
+    # keys are strings, values JSON-able dicts (Faust's default json table serializers); the
+    # table has the app's topic_partitions, which the windows topic must have too
+    table = app.Table(TABLE_NAME, default=None)
     detector = Detector(settings, table)
 
     async def reject(event: EventT, rejected: Rejected, now_ms: int) -> None:
