@@ -382,3 +382,41 @@ def test_emergency_from_a_non_operator_is_rejected(xs: Settings) -> None:
     run(xs, max_commands=1)
     (result,) = results(xs, 1)
     assert result["status"] == "rejected" and "only an operator" in result["reason"]
+
+
+def test_killed_executor_mid_create_index_is_recovered_on_next_start(xs: Settings) -> None:
+    import subprocess
+
+    from clienv import DBOPT, settings_env
+
+    cmd = command(CIC)
+    send(xs, cmd)
+    blocker = psycopg.connect(xs.database_url)  # keeps CIC waiting after it registered the index
+    blocker.execute("INSERT INTO bookings (vendor_id, status) VALUES (1, 'pending')")
+    env = settings_env(xs, DBOPT_COMMAND_KEY=KEY, DBOPT_FREEZE_WEEKDAYS="",
+                       DBOPT_EXECUTOR_GROUP=xs.executor.consumer_group, DBOPT_EXECUTOR_LOCK_TIMEOUT_MS="600000")
+    proc = subprocess.Popen([DBOPT, "executor", "--max-commands", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while index_state(xs.database_url, "dbopt_idx_bookings_vendor") is not False:
+            assert time.monotonic() < deadline and proc.poll() is None, "CIC never started"
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    with psycopg.connect(xs.database_url, autocommit=True) as conn:  # its session dies with it
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'dbopt-executor' AND datname = current_database()")
+    blocker.rollback()
+    blocker.close()
+    assert index_state(xs.database_url, "dbopt_idx_bookings_vendor") is False
+
+    report = run(xs, idle_timeout=2.0)
+    assert report.interrupted == [cmd["command_id"]]
+    assert report.dropped_invalid_indexes == ["public.dbopt_idx_bookings_vendor"]
+    assert index_state(xs.database_url, "dbopt_idx_bookings_vendor") is None
+    statuses = [(r["command_id"], r["status"]) for r in results(xs, 2)]
+    assert statuses == [(cmd["command_id"], "failed"), (cmd["command_id"], "duplicate")]  # never re-run
+    row = audit_row(xs.database_url, cmd["command_id"])
+    assert row is not None and row["status"] == "failed" and "interrupted" in row["reason"]

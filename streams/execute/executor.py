@@ -335,9 +335,12 @@ class Executor:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
+                # a dead executor's partitions move on quickly; a long CONCURRENTLY build is not a dead consumer
+                "session.timeout.ms": 10_000,
+                "max.poll.interval.ms": min(self.cfg.statement_timeout_ms + 120_000, 86_400_000),
             }
         )
-        idle_since = [time.monotonic()]
+        idle_since = [float("inf")]  # --once counts idleness only from the first assignment
         consumer.subscribe(
             [self.settings.topics.commands], on_assign=lambda *_: idle_since.__setitem__(0, time.monotonic())
         )
@@ -351,7 +354,7 @@ class Executor:
                     self._with_db(lambda: (self._drop_invalid_indexes(), self._publish(self.recheck_deferred())))
                     last_recheck = now
                 if msg is None:
-                    if once and now - idle_since[0] >= idle_timeout:
+                    if once and idle_since[0] <= now - idle_timeout:
                         break
                     continue
                 if msg.error() is not None:
