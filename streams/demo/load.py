@@ -82,6 +82,9 @@ def init_demo_db(
     counts = plan_rows(bookings)
     with psycopg.connect(url, autocommit=True) as conn:
         _drop(conn)
+        # what dbopt's advisor needs in the target database (harmless when already there)
+        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         for table in TABLES:
             conn.execute(table.ddl)
         say(f"created {len(TABLES)} tables (primary keys only); loading {sum(counts.values()):,} rows")

@@ -129,9 +129,9 @@ def reset_previous_run(url: str, out: TextIO) -> None:
         for name in names:
             conn.execute(psycopg.sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(psycopg.sql.Identifier(name)))
             out.write(f"   dropped {name} left by an earlier demo run\n")
-        has_audit = conn.execute("SELECT to_regclass('dbopt.audit') IS NOT NULL").fetchone()
+        has_audit = conn.execute("SELECT to_regclass('dbopt.dbopt_audit') IS NOT NULL").fetchone()
         if has_audit and has_audit[0]:
-            conn.execute("DELETE FROM dbopt.audit")
+            conn.execute("DELETE FROM dbopt.dbopt_audit")
 
 
 def format_window(row: dict[str, Any], slo: float | None) -> str:
