@@ -153,7 +153,7 @@ def test_out_of_order_within_grace_counts_and_late_events_do_not(settings: Setti
 def test_sigkill_mid_stream_then_restart_gives_the_uninterrupted_totals(settings: Settings, tmp_path: Path) -> None:
     settings = worker_settings(settings, partitions=4)
     rng = np.random.default_rng(5)
-    events = _events(rng, _base(), services=8, minutes=12, n=60_000)
+    events = _events(rng, _base(), services=8, minutes=12, n=36_000)
     expected = expected_windows(events)
     app_id = f"t-kill-{uuid.uuid4().hex[:8]}"
     produce(settings, events)
