@@ -35,7 +35,8 @@ demo: up
 	$(BIN)/dbopt demo
 
 bench: up
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/sdk_cost.py --iterations 20000
+	$(BIN)/python bench/worker_throughput.py --events 1000000
 
 clean: down
 	rm -rf .run $(VENV)
