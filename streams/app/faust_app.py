@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from confluent_kafka.admin import NewTopic
 from streams.config import RUN_DIR, ConfigError, Settings
 from streams.kafka.topics import admin_client, ensure_topics
 from streams.app.windows_agent import WindowsProcessor, ticks_topic_name
+from streams.detect.agent import register as register_detector
+from streams.observe.metrics import install_metrics_route
 
 TICKS_RETENTION_MS = 3600 * 1000
 
@@ -25,33 +26,48 @@ def data_dir(settings: Settings) -> Path:
     return RUN_DIR / "faust" / f"{windows.app_id}-{socket.gethostname()}-{windows.web_port}"
 
 
-def prepare_topics(settings: Settings) -> int:
-    """Create missing dbopt topics and the ticks topic; return the events partition count."""
-    ensure_topics(settings)
+def _ensure_copartitioned(settings: Settings, name: str, partitions: int, config: dict[str, str]) -> None:
+    """Create topic ``name`` with ``partitions`` partitions, or check an existing one has them.
+
+    Faust needs its internal topics to have exactly the partition count of their source; a
+    topic it finds with another count crashes the agent (PartitionsMismatch). Creating them
+    up front also avoids a broker auto-creating one with the default single partition.
+    """
     admin = admin_client(settings)
-    events = settings.topics.query_events
     meta = admin.list_topics(timeout=30).topics
-    partitions = len(meta[events].partitions)
-    ticks = ticks_topic_name(settings)
-    if ticks in meta:
-        if len(meta[ticks].partitions) != partitions:
+    if name in meta:
+        found = len(meta[name].partitions)
+        if found != partitions:
             raise ConfigError(
-                f"topic {ticks} has {len(meta[ticks].partitions)} partitions but {events} has {partitions}; "
-                "delete the ticks topic (it holds nothing durable) or use another DBOPT_WORKER_APP_ID"
+                f"topic {name} has {found} partitions but its source has {partitions}; delete it "
+                "(the worker rebuilds ticks; a changelog's state is lost) or use another DBOPT_WORKER_APP_ID"
             )
-        return partitions
-    new = NewTopic(
-        ticks,
-        num_partitions=partitions,
-        replication_factor=settings.topic_policy.replication,
-        config={"retention.ms": str(TICKS_RETENTION_MS)},
-    )
+        return
+    new = NewTopic(name, num_partitions=partitions, replication_factor=settings.topic_policy.replication, config=config)
     try:
-        admin.create_topics([new])[ticks].result()
+        admin.create_topics([new])[name].result()
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise
+
+
+def prepare_topics(settings: Settings) -> int:
+    """Create missing dbopt topics and the ticks topic; return the events partition count."""
+    ensure_topics(settings)
+    meta = admin_client(settings).list_topics(timeout=30).topics
+    partitions = len(meta[settings.topics.query_events].partitions)
+    _ensure_copartitioned(settings, ticks_topic_name(settings), partitions, {"retention.ms": str(TICKS_RETENTION_MS)})
+    # the detector's table is fed by the windows topic: it must be co-partitioned too
+    _ensure_copartitioned(settings, settings.topics.latency_windows, partitions, {})
     return partitions
+
+
+def prepare_changelogs(app: faust.App, settings: Settings, partitions: int) -> None:
+    """Create every table's changelog topic (compacted, co-partitioned) before Faust starts."""
+    for table in app.tables.values():
+        _ensure_copartitioned(
+            settings, table.changelog_topic.get_topic_name(), partitions, {"cleanup.policy": "compact"}
+        )
 
 
 def create_app(settings: Settings, partitions: int) -> faust.App:
@@ -76,11 +92,6 @@ def create_app(settings: Settings, partitions: int) -> faust.App:
     processor = WindowsProcessor(app, settings, partitions)
     app.agent(processor.source, name="windows", concurrency=1)(processor.run)
     app.timer(windows.tick_interval_ms / 1000, name="windows-ticks")(processor.send_ticks)
-    if importlib.util.find_spec("streams.detect.agent") is not None:
-        from streams.detect.agent import register
-
-        register(app, settings)
-    from streams.observe.metrics import install_metrics_route
-
+    register_detector(app, settings)
     install_metrics_route(app)
     return app

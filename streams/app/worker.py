@@ -22,12 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
-    from streams.app.faust_app import create_app, data_dir, prepare_topics
+    from streams.app.faust_app import create_app, data_dir, prepare_changelogs, prepare_topics
 
     settings = load_settings()
     partitions = prepare_topics(settings)
     data_dir(settings).mkdir(parents=True, exist_ok=True)
     app = create_app(settings, partitions)
+    prepare_changelogs(app, settings, partitions)
     logging.getLogger(__name__).info("worker %s: %d partitions", settings.windows.app_id, partitions)
     worker = Worker(app, loglevel=args.loglevel.upper(), quiet=True)
     try:

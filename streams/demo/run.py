@@ -200,8 +200,8 @@ def watch(settings: Settings, children: Children, deadline: float, out: TextIO) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="peak-season",
                         choices=["off-season", "peak-season", "proposal-surge", "saturday"])
-    parser.add_argument("--rate", type=positive_float, default=40.0,
-                        help="simulator base rate in queries/s before the profile multiplier (default 40)")
+    parser.add_argument("--rate", type=positive_float, default=15.0,
+                        help="simulator base rate in queries/s before the profile multiplier (default 15)")
     parser.add_argument("--duration", type=positive_int, default=300,
                         help="longest the demo runs, seconds (default 300; it stops after recovery)")
     parser.add_argument("--bookings", type=positive_int, default=1_000_000,

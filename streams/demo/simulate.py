@@ -25,6 +25,7 @@ from streams.config import Settings, load_settings
 from streams.demo.args import positive_float, positive_int
 from streams.demo.schema import TABLE_NAMES
 from streams.demo.workload import PROFILES, SERVICES, Call, Pacer, Population, Query, pick, service_rates, workers_for
+from streams.kafka.topics import ensure_topics
 
 HELP = "run the wedding platform's services against the demo database, emitting QueryEvents via the SDK"
 STATEMENT_TIMEOUT_MS = 15_000
@@ -326,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
         f"(base {args.rate:g} q/s) over {', '.join(rates)}; events -> {settings.topics.query_events}",
         flush=True,
     )
+    ensure_topics(settings)  # the broker does not auto-create topics; the SDK would count every event dropped
     stop = threading.Event()
     try:
         result = simulate(settings, url, rates, args.duration, workers=args.workers, seed=args.seed,

@@ -40,6 +40,7 @@ from psycopg import sql
 from streams.commands import command_id, command_key, normalized_sql, signature_problem
 from streams.config import Settings
 from streams.domain.calendar import Calendar
+from streams.kafka.topics import ensure_topics
 from streams.serde import Codec, DecodeError
 
 from . import catalog
@@ -328,6 +329,7 @@ class Executor:
 
     def run(self, *, once: bool = False, max_commands: int | None = None, idle_timeout: float = 5.0) -> RunReport:
         """Consume commands until stopped, ``max_commands`` are done, or (``once``) the topic is idle."""
+        ensure_topics(self.settings)  # the broker does not auto-create topics
         consumer = Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
