@@ -91,7 +91,7 @@ class KafkaBroker:
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
-                    "auto.create.topics.enable=false",  # topics come from `dbopt topics create`, with their config
+                    "auto.create.topics.enable=true",
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=10",
                     "transaction.state.log.replication.factor=1",
