@@ -187,7 +187,7 @@ def watch(settings: Settings, children: Children, deadline: float, out: TextIO) 
                 out.write(f"-> COMMAND {rec['command_id'][:12]} ({rec['origin']}): {rec['sql']}\n")
             else:
                 out.write(f"<- RESULT {rec['command_id'][:12]} {rec['status']}: {rec['reason']}\n")
-                if rec["status"] == "applied" and (rec.get("index_name") or "").startswith("dbopt_idx_"):
+                if rec["status"] == "applied" and (rec.get("index_name") or "").rpartition(".")[2].startswith("dbopt_idx_"):
                     clock.index_applied = True
             out.flush()
             if clock.recovered_end is not None and time.monotonic() > (clock.wall_recovered or 0) + 5:
