@@ -12,7 +12,7 @@ from streams.demo.args import positive_float
 
 from .topics import ensure_topics, topic_specs
 
-HELP = "Create every dbopt topic with the configured partitions, retention and cleanup policy (idempotent)."
+HELP = "create every dbopt topic with the configured partitions, retention and cleanup policy (idempotent)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ from streams.sql import StatementCache
 
 from .jsonview import ms_from_iso
 
-HELP = "Send QueryEvents given as JSON lines (raw query_text is normalized; bad lines are reported by number)."
+HELP = "send QueryEvents given as JSON lines (raw query_text is normalized; bad lines are reported by number)"
 
 # latest instant the schema's timestamps can be shown as ISO-8601 (9999-12-31T23:59:59.999Z)
 MAX_EPOCH_MS = 253_402_300_799_999

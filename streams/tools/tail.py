@@ -20,7 +20,7 @@ from streams.serde import Codec, DecodeError
 
 from .jsonview import to_json
 
-HELP = "Print the decoded records of a dbopt topic as JSON lines (timestamps as ISO-8601 UTC)."
+HELP = "print the decoded records of a dbopt topic as JSON lines (timestamps as ISO-8601 UTC)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
