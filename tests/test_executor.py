@@ -420,3 +420,27 @@ def test_killed_executor_mid_create_index_is_recovered_on_next_start(xs: Setting
     assert statuses == [(cmd["command_id"], "failed"), (cmd["command_id"], "duplicate")]  # never re-run
     row = audit_row(xs.database_url, cmd["command_id"])
     assert row is not None and row["status"] == "failed" and "interrupted" in row["reason"]
+
+
+# -- two executors ---------------------------------------------------------------------------------------------
+
+
+def test_an_executor_waits_while_another_holds_the_executor_lock(xs: Settings) -> None:
+    """The session advisory lock: while another session (a first executor) holds it, nothing is applied."""
+    send(xs, command("ANALYZE bookings"))
+    holder = psycopg.connect(xs.database_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (xs.executor.advisory_lock_key,))
+    executor = Executor(xs)
+    reports: list[RunReport] = []
+    thread = threading.Thread(target=lambda: reports.append(executor.run(max_commands=1)), daemon=True)
+    thread.start()
+    try:
+        time.sleep(4)
+        assert thread.is_alive() and not reports  # still waiting for the lock
+        with psycopg.connect(xs.database_url) as conn:
+            assert conn.execute("SELECT to_regclass('dbopt.dbopt_audit')").fetchone() == (None,)  # has done nothing
+    finally:
+        holder.close()  # the first executor goes away: its session lock is released
+    thread.join(timeout=60)
+    assert reports and reports[0].statuses["applied"] == 1
+    assert [r["status"] for r in results(xs, 1)] == ["applied"]
