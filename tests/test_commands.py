@@ -99,3 +99,15 @@ def test_missing_key_is_a_clear_error() -> None:
     with pytest.raises(CommandKeyError, match="DBOPT_COMMAND_KEY"):
         command_key(Settings(command_key=None))
     assert command_key(Settings(command_key="s3cret")) == b"s3cret"
+
+
+def test_maintenance_gets_a_new_id_each_day_schema_changes_never() -> None:
+    from streams.commands import DAY_MS
+
+    day1, later_day1, day2 = 10 * DAY_MS + 5, 10 * DAY_MS + DAY_MS - 1, 11 * DAY_MS
+    analyze = [build_command("advisor", "analyze", "ANALYZE public.bookings", created_at=t)["command_id"]
+               for t in (day1, later_day1, day2)]
+    assert analyze[0] == analyze[1] != analyze[2]
+    index = "CREATE INDEX CONCURRENTLY dbopt_idx_b ON public.bookings (vendor_id)"
+    created = {build_command("advisor", "create_index", index, created_at=t)["command_id"] for t in (day1, day2)}
+    assert len(created) == 1

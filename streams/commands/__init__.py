@@ -52,9 +52,20 @@ def normalized_sql(sql: str) -> str:
     return "; ".join(RawStream()(raw.stmt) for raw in statements)
 
 
-def command_id(origin: str, action: str, sql: str, rollback_of: str | None = None) -> str:
-    """Deterministic id: the same statement from the same origin is the same command."""
-    material = json.dumps([origin, action, normalized_sql(sql), rollback_of], separators=(",", ":"))
+# maintenance is meant to be repeated: the same ANALYZE/VACUUM is a new command on a new (UTC) day
+RECURRING_ACTIONS = ("analyze", "vacuum")
+DAY_MS = 86_400_000
+
+
+def command_id(origin: str, action: str, sql: str, rollback_of: str | None = None, created_at: int = 0) -> str:
+    """Deterministic id: the same statement from the same origin is the same command.
+
+    Schema changes keep their id forever (an index that failed or was rolled back is not
+    retried by re-sending it); ANALYZE and VACUUM get one id per UTC day of ``created_at``.
+    """
+    day = created_at // DAY_MS if action in RECURRING_ACTIONS else None
+    material = json.dumps([origin, action, normalized_sql(sql), rollback_of, *([day] if day is not None else [])],
+                          separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -83,9 +94,10 @@ def build_command(
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
     if emergency and origin != "operator":
         raise ValueError("only an operator may mark a command as emergency")
+    created = int(time.time() * 1000) if created_at is None else int(created_at)
     return {
-        "command_id": command_id(origin, action, sql, rollback_of),
-        "created_at": int(time.time() * 1000) if created_at is None else int(created_at),
+        "command_id": command_id(origin, action, sql, rollback_of, created),
+        "created_at": created,
         "origin": origin,
         "action": action,
         "sql": sql,

@@ -264,7 +264,9 @@ class Executor:
         return self._finish(record, status, reason, rollback_sql=rollback_sql, duration_ms=duration, **where) + outcomes
 
     def _check(self, record: dict[str, Any]) -> tuple[ValidatedStatement, catalog.Facts, AuditRow | None]:
-        expected = command_id(record["origin"], record["action"], record["sql"], record.get("rollback_of"))
+        expected = command_id(
+            record["origin"], record["action"], record["sql"], record.get("rollback_of"), record["created_at"]
+        )
         if expected != record["command_id"]:
             raise Rejected("command_id does not match the command's origin, action and statement")
         if record.get("emergency") and record["origin"] != "operator":
