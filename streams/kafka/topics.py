@@ -7,6 +7,8 @@ exists is reported, never altered.
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -87,10 +89,18 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> EnsureReport:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
             raced.append(spec)  # created by someone else since we listed
-    if raced:
+    # created by someone else since we listed: the broker's metadata may lag its creation a moment
+    deadline = time.monotonic() + timeout
+    while raced:
         present = admin.list_topics(timeout=timeout).topics
-        for spec in raced:
+        for spec in [s for s in raced if s.name in present]:
             _found(report, spec, len(present[spec.name].partitions))
+            raced.remove(spec)
+        if raced and time.monotonic() > deadline:
+            names = [spec.name for spec in raced]
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"topics {names} exist but are not in the metadata"))
+        if raced:
+            time.sleep(0.2)
     return report
 
 
