@@ -33,12 +33,6 @@ def dbopt(settings: Settings, *args: str, stdin: str | None = None, timeout: flo
     )
 
 
-@pytest.fixture
-def own_topics(settings: Settings) -> Settings:
-    """``settings`` (private topic names, deleted after the test by the ``settings`` fixture)."""
-    return settings
-
-
 @pytest.fixture(scope="session")
 def schema_registry(infra: Settings) -> str:
     """URL of the local Confluent-compatible schema registry (started if needed, left running

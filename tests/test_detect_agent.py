@@ -35,8 +35,7 @@ WORKER = textwrap.dedent(
     """
     import sys
     import faust
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from streams.app.faust_app import prepare_changelogs
     from streams.config import load_settings
     from streams.detect.agent import register
     from streams.observe.metrics import install_metrics_route
@@ -48,18 +47,7 @@ WORKER = textwrap.dedent(
                     topic_partitions=settings.topic_policy.partitions)
     register(app, settings)
     install_metrics_route(app)
-    # Pre-create the changelog topics: when Faust creates one itself at start-up, its consumer's
-    # metadata may not list it yet ("0 partitions") and the first table write raises
-    # PartitionsMismatch (seen with Kafka 4 KRaft).
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    wanted = [NewTopic(t.changelog_topic.get_topic_name(), settings.topic_policy.partitions, 1,
-                       config={"cleanup.policy": "compact"}) for t in app.tables.values()]
-    for future in admin.create_topics(wanted).values():
-        try:
-            future.result(30)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+    prepare_changelogs(app, settings, settings.topic_policy.partitions)  # as dbopt worker does
     sys.argv = [sys.argv[0], "worker", "-l", "warn"]
     app.main()
     """

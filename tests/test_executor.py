@@ -20,7 +20,7 @@ from streams.execute.allowlist import action_of
 from streams.execute.executor import Executor, RunReport
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import Codec
-from clienv import dbopt, own_topics  # noqa: F401 - fixture
+from clienv import dbopt
 
 KEY = "executor-test-key"
 CIC = "CREATE INDEX CONCURRENTLY dbopt_idx_bookings_vendor ON bookings (vendor_id)"
@@ -42,10 +42,10 @@ def seed(url: str) -> None:
 
 
 @pytest.fixture
-def xs(own_topics: Settings, scratch_db: str) -> Settings:
+def xs(settings: Settings, scratch_db: str) -> Settings:
     """Settings for one executor test: private topics, a seeded scratch database, no freeze day."""
     seed(scratch_db)
-    return exec_settings(own_topics, scratch_db)
+    return exec_settings(settings, scratch_db)
 
 
 def exec_settings(settings: Settings, url: str, **executor: Any) -> Settings:

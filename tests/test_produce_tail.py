@@ -21,7 +21,7 @@ from streams.sql import StatementCache
 from streams.tools.jsonview import iso_from_ms, ms_from_iso, to_json
 from streams.tools.produce import BadLine, event_time_ms, parse_line
 
-from clienv import DBOPT, dbopt, own_topics, schema_registry, settings_env  # noqa: F401 - fixtures
+from clienv import DBOPT, dbopt, schema_registry, settings_env  # noqa: F401 - fixture
 from samples import EXAMPLES, current
 
 T_ISO = "2026-05-02T14:03:07.125Z"
@@ -157,8 +157,7 @@ def _tail(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("wire", ["single-object", "confluent"])
-def test_produce_then_tail(own_topics: Settings, wire: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    settings = own_topics
+def test_produce_then_tail(settings: Settings, wire: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     if wire == "confluent":
         settings = settings.with_overrides(schema_registry_url=request.getfixturevalue("schema_registry"))
     ensure_topics(settings.with_overrides(topic_policy=TopicPolicy(partitions=3)))
@@ -193,17 +192,16 @@ def test_produce_then_tail(own_topics: Settings, wire: str, request: pytest.Fixt
     assert limited.returncode == 0 and len(limited.stdout.splitlines()) == 2
 
 
-def test_produce_from_stdin_all_good(own_topics: Settings) -> None:
-    proc = dbopt(own_topics, "produce", "--jsonl", "-", "--service", "cli-service",
+def test_produce_from_stdin_all_good(settings: Settings) -> None:
+    proc = dbopt(settings, "produce", "--jsonl", "-", "--service", "cli-service",
                  stdin='{"query_text": "SELECT 1", "duration_ms": 1}\n')
     assert proc.returncode == 0, proc.stderr
     assert "sent 1, bad 0" in proc.stdout
-    out = _tail(own_topics, "query-events", "--from-beginning", "--max", "1", "--timeout", "15")
+    out = _tail(settings, "query-events", "--from-beginning", "--max", "1", "--timeout", "15")
     assert json.loads(out.stdout)["service"] == "cli-service"
 
 
-def test_tail_reports_undecodable_records(own_topics: Settings) -> None:
-    settings = own_topics
+def test_tail_reports_undecodable_records(settings: Settings) -> None:
     topic = settings.topics.dlq
     letter = EXAMPLES["DeadLetter"][0]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
@@ -219,8 +217,7 @@ def test_tail_reports_undecodable_records(own_topics: Settings) -> None:
     assert shown["received_at"] == iso_from_ms(letter["received_at"])
 
 
-def test_tail_without_from_beginning_shows_only_new_records(own_topics: Settings) -> None:
-    settings = own_topics
+def test_tail_without_from_beginning_shows_only_new_records(settings: Settings) -> None:
     topic = settings.topics.alerts
     codec = Codec()
     old, new = EXAMPLES["Alert"]
@@ -244,12 +241,12 @@ def test_tail_without_from_beginning_shows_only_new_records(own_topics: Settings
     assert json.loads(stdout)["alert_id"] == new["alert_id"]
 
 
-def test_cli_errors_are_clear(own_topics: Settings) -> None:
-    missing = dbopt(own_topics, "produce", "--jsonl", "/nonexistent/events.jsonl")
+def test_cli_errors_are_clear(settings: Settings) -> None:
+    missing = dbopt(settings, "produce", "--jsonl", "/nonexistent/events.jsonl")
     assert missing.returncode == 2 and "cannot read /nonexistent/events.jsonl" in missing.stderr
-    unknown = _tail(own_topics, "no-such-topic", "--timeout", "1")
+    unknown = _tail(settings, "no-such-topic", "--timeout", "1")
     assert unknown.returncode == 2 and "does not exist" in unknown.stderr and "query-events" in unknown.stderr
-    bad_max = _tail(own_topics, "alerts", "--max", "zero")
+    bad_max = _tail(settings, "alerts", "--max", "zero")
     assert bad_max.returncode == 2 and "--max: 'zero' is not a whole number" in bad_max.stderr
-    no_file = dbopt(own_topics, "produce")
+    no_file = dbopt(settings, "produce")
     assert no_file.returncode == 2 and "--jsonl" in no_file.stderr

@@ -18,7 +18,7 @@ from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, Codec
 from streams.sql import normalize
 
-from clienv import own_topics, schema_registry  # noqa: F401 - fixtures
+from clienv import schema_registry  # noqa: F401 - fixture
 from samples import EXAMPLES, TOPIC_OF_SCHEMA
 
 RAW_SQL = "SELECT * FROM guests WHERE email = 'ann.smith@example.com' AND name = 'Ann Smith'"
@@ -84,8 +84,7 @@ def _check_records(received: dict[str, list[tuple[bytes, Any]]], wire_format: st
 
 
 @pytest.mark.timeout(120)
-def test_single_object_round_trip_every_schema(own_topics: Settings) -> None:
-    settings = own_topics
+def test_single_object_round_trip_every_schema(settings: Settings) -> None:
     assert settings.schema_registry_url is None
     received = _round_trip(settings)
     _check_records(received, "single-object")
@@ -96,8 +95,8 @@ def test_single_object_round_trip_every_schema(own_topics: Settings) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_confluent_round_trip_every_schema(own_topics: Settings, schema_registry: str) -> None:
-    settings = own_topics.with_overrides(schema_registry_url=schema_registry)
+def test_confluent_round_trip_every_schema(settings: Settings, schema_registry: str) -> None:
+    settings = settings.with_overrides(schema_registry_url=schema_registry)
     received = _round_trip(settings)
     _check_records(received, "confluent")
     client = SchemaRegistryClient({"url": schema_registry})

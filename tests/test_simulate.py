@@ -27,7 +27,7 @@ from streams.demo.workload import (
 )
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import Codec
-from clienv import dbopt, own_topics  # noqa: F401 - fixture
+from clienv import dbopt
 
 POP = Population(vendors=400, weddings=5_000, bookings=20_000, payments=20_000, timeline_events=20_000,
                  guests=40_000, notifications=10_000)
@@ -146,9 +146,8 @@ def _new_literals(url: str) -> list[str]:
 
 
 @pytest.mark.infra
-def test_simulate_emits_literal_free_events_per_service(demo_db: str, own_topics: Settings) -> None:
+def test_simulate_emits_literal_free_events_per_service(demo_db: str, settings: Settings) -> None:
     rates = {"booking": 12.0, "vendor": 8.0, "payment": 5.0, "guest": 10.0, "analytics": 2.0}
-    settings = own_topics
     result = simulate(settings, demo_db, rates, duration=4.0, seed=5)
     assert result.sent >= 0.8 * sum(rates.values()) * 4
     assert result.errors == 0, [s.error_kinds for s in result.stats.values()]

@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from streams.config import Settings, TopicPolicy
 from streams.kafka.topics import ensure_topics, topic_specs
 
-from clienv import dbopt, own_topics  # noqa: F401 - fixture
+from clienv import dbopt
 
 
 def test_specs_follow_the_policy() -> None:
@@ -25,8 +25,7 @@ def test_specs_follow_the_policy() -> None:
 
 
 @pytest.mark.infra
-def test_create_twice(own_topics: Settings) -> None:
-    settings = own_topics
+def test_create_twice(settings: Settings) -> None:
     names = sorted(settings.topics.all().values())
     first = dbopt(settings, "topics", "create", DBOPT_TOPIC_PARTITIONS="3", DBOPT_DLQ_RETENTION_MS="123456")
     assert first.returncode == 0, first.stderr
@@ -50,8 +49,7 @@ def test_create_twice(own_topics: Settings) -> None:
 
 
 @pytest.mark.infra
-def test_existing_topic_with_other_partition_count_is_reported(own_topics: Settings) -> None:
-    settings = own_topics
+def test_existing_topic_with_other_partition_count_is_reported(settings: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     admin.create_topics([NewTopic(settings.topics.alerts, num_partitions=1, replication_factor=1)])[
         settings.topics.alerts

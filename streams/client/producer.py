@@ -52,6 +52,10 @@ class EventProducer:
         self.topic = settings.topics.query_events
         self.cache = StatementCache(settings.sdk_statement_cache)
         self._codec = Codec.from_settings(settings)
+        try:  # with a schema registry, register now so no emit waits on HTTP
+            self._codec.prepare("QueryEvent", self.topic)
+        except Exception as exc:  # a registry that is down must not stop the service; emits retry it
+            log.warning("dbopt SDK: could not register QueryEvent with the schema registry yet: %s", exc)
         self._key = service.encode()
         self._producer = Producer(
             {

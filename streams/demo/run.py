@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import psycopg
 
 from streams.config import RUN_DIR, Settings, load_settings
-from streams.demo.args import positive_float, positive_int
+from streams.cli_args import positive_float, positive_int
 from streams.domain.slo import slo_ms
 from streams.kafka.topics import ensure_topics
 from streams.serde import Codec, DecodeError

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from streams.client import EventProducer, instrument
 from streams.config import Settings, load_settings
-from streams.demo.args import positive_float, positive_int
+from streams.cli_args import positive_float, positive_int
 from streams.demo.schema import TABLE_NAMES
 from streams.demo.workload import PROFILES, SERVICES, Call, Pacer, Population, Query, pick, service_rates, workers_for
 from streams.kafka.topics import ensure_topics

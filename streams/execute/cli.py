@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 
+from streams.cli_args import positive_float, positive_int
 from streams.config import load_settings
 
 from .executor import DeliveryError, Executor
@@ -14,17 +15,10 @@ from .executor import DeliveryError, Executor
 HELP = "apply signed, allowlisted commands safely (audit, results, freeze days, advisory lock)"
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="exit when no command arrived for --idle-timeout seconds")
-    parser.add_argument("--idle-timeout", type=float, default=5.0, help="seconds without a command before --once exits")
-    parser.add_argument("--max-commands", type=_positive, default=None, help="exit after this many commands")
+    parser.add_argument("--idle-timeout", type=positive_float, default=5.0, help="seconds without a command before --once exits")
+    parser.add_argument("--max-commands", type=positive_int, default=None, help="exit after this many commands")
 
 
 def run(args: argparse.Namespace) -> int:

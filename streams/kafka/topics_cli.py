@@ -8,7 +8,7 @@ import sys
 from confluent_kafka import KafkaException
 
 from streams.config import load_settings
-from streams.demo.args import positive_float
+from streams.cli_args import positive_float
 
 from .topics import ensure_topics, topic_specs
 

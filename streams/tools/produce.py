@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.client.events import InvalidEvent, prepare_record
 from streams.client.producer import default_instance_id
 from streams.config import Settings, load_settings
-from streams.demo.args import positive_float
+from streams.cli_args import positive_float
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 

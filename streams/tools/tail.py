@@ -14,7 +14,7 @@ import os
 import sys
 
 from streams.config import Settings, load_settings
-from streams.demo.args import positive_float, positive_int
+from streams.cli_args import positive_float, positive_int
 from streams.kafka.consume import TopicNotFound, assigned_consumer, read_messages
 from streams.serde import Codec, DecodeError
 

@@ -1,4 +1,4 @@
-"""argparse value types shared by the demo commands: a wrong value gets a message saying why."""
+"""argparse value types shared by the dbopt commands: a wrong value gets a message saying why."""
 
 from __future__ import annotations
 
