@@ -11,7 +11,7 @@ from confluent_kafka.admin import NewTopic
 
 from streams.config import RUN_DIR, ConfigError, Settings
 from streams.kafka.topics import admin_client, ensure_topics
-from streams.app.windows_agent import WindowsProcessor, ticks_topic_name
+from streams.windows.agent import WindowsProcessor, ticks_topic_name
 from streams.detect.agent import register as register_detector
 from streams.observe.metrics import install_metrics_route
 
