@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
@@ -204,6 +205,9 @@ class WindowSettings:
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: str = "postgresql://dbopt:dbopt@127.0.0.1:15432/dbopt"
+    # DBOPT_DATABASE_SEARCH_PATH: pinned on every dbopt connection; resolves unqualified table names
+    # in services' statements; the demo creates its tables in the first schema (see streams/db.py)
+    database_search_path: tuple[str, ...] = ("public",)
     schema_registry_url: str | None = None
     topics: Topics = field(default_factory=Topics)
     topic_policy: TopicPolicy = field(default_factory=TopicPolicy)
@@ -265,6 +269,21 @@ def _weekdays(raw: str) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"DBOPT_FREEZE_WEEKDAYS has unknown day(s) {unknown}; use {','.join(_WEEKDAYS)}")
     return days
+
+
+def _search_path(env: Mapping[str, str], default: tuple[str, ...], audit_schema: str) -> tuple[str, ...]:
+    raw = env.get("DBOPT_DATABASE_SEARCH_PATH")
+    if raw is None or raw.strip() == "":
+        return default
+    path = tuple(s.strip() for s in raw.split(","))
+    for schema in path:
+        if not re.fullmatch(r"[a-z_][a-z0-9_$]{0,62}", schema) or schema.startswith("pg_"):
+            raise ConfigError(
+                f"DBOPT_DATABASE_SEARCH_PATH={raw!r}: {schema!r} is not a plain lowercase schema name"
+            )
+    if audit_schema in path:
+        raise ConfigError(f"DBOPT_DATABASE_SEARCH_PATH={raw!r} holds dbopt's own schema (DBOPT_AUDIT_SCHEMA)")
+    return path
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -473,6 +492,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         kafka_bootstrap=env.get("DBOPT_KAFKA_BOOTSTRAP", base.kafka_bootstrap),
         database_url=env.get("DBOPT_DATABASE_URL", base.database_url),
+        database_search_path=_search_path(env, base.database_search_path, env.get("DBOPT_AUDIT_SCHEMA", ExecutorSettings.audit_schema)),
         schema_registry_url=env.get("DBOPT_SCHEMA_REGISTRY_URL") or None,
         topics=topics,
         topic_policy=policy,
