@@ -20,8 +20,9 @@ import fastavro
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from avro.schema import parse as avro_parse
 
-from streams.serde.schemas import SCHEMA_DIR, parse_revision
+from streams.serde.schemas import parse_revision
 
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"  # the contracts as checked in
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "samples"
 
 # schema -> key in streams.config.Topics (see schemas/README.md)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from streams.serde import Codec, DecodeError, SchemaError, load_schema_set
-from streams.serde.schemas import SCHEMA_DIR
+
+from samples import SCHEMA_DIR
 
 
 def _event() -> dict:

@@ -1,5 +1,9 @@
 """The Avro contracts in ``schemas/``: loading, parsing and fingerprints.
 
+The top-level ``schemas/`` directory is the package ``streams.contracts`` (``streams/contracts``
+is a symlink to it), so the wheel carries the ``.avsc`` files as package data and they are read
+with :mod:`importlib.resources`, never from the checkout.
+
 Every revision of every schema is known by its CRC-64-AVRO fingerprint (of the Parsing
 Canonical Form), so single-object-encoded records written by an older revision still
 decode: the writer schema is the old revision, the reader schema the current one.
@@ -12,16 +16,16 @@ path free of datetime conversions, schemas are parsed for fastavro without their
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-SCHEMA_DIR = Path(os.environ.get("DBOPT_SCHEMA_DIR", Path(__file__).resolve().parents[2] / "schemas"))
+SCHEMAS: Traversable = files("streams.contracts")
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,22 @@ class SchemaSet:
             raise KeyError(f"unknown schema {name!r}; known: {sorted(self.current)}") from None
 
 
-def load_schema_set(directory: Path = SCHEMA_DIR) -> SchemaSet:
+def _avsc_files(directory: Traversable) -> list[Traversable]:
+    if not directory.is_dir():
+        return []
+    return sorted((f for f in directory.iterdir() if f.name.endswith(".avsc")), key=lambda f: f.name)
+
+
+def load_schema_set(directory: Traversable = SCHEMAS) -> SchemaSet:
+    """The current schemas (``*.avsc``) and every older revision (``revisions/*.avsc``)."""
     current: dict[str, SchemaRevision] = {}
     by_fp: dict[bytes, SchemaRevision] = {}
-    for path in sorted(directory.glob("*.avsc")):
-        rev = parse_revision(json.loads(path.read_text()))
+    for path in _avsc_files(directory):
+        rev = parse_revision(json.loads(path.read_text(encoding="utf-8")))
         current[rev.name] = rev
         by_fp[rev.fingerprint] = rev
-    for path in sorted((directory / "revisions").glob("*.avsc")):
-        rev = parse_revision(json.loads(path.read_text()))
+    for path in _avsc_files(directory / "revisions"):
+        rev = parse_revision(json.loads(path.read_text(encoding="utf-8")))
         by_fp.setdefault(rev.fingerprint, rev)
     if not current:
         raise FileNotFoundError(f"no Avro schemas found in {directory}")
