@@ -1,0 +1,222 @@
+"""Typed records: one frozen struct per Avro schema in ``schemas/``, what every stage passes around.
+
+Each class mirrors its ``.avsc`` field for field (``tests/test_records.py`` holds them to it):
+the same names in the same order, Avro defaults as defaults, ``["null", T]`` unions as
+``T | None = None``, enums as ``Literal`` strings, timestamps as int epoch milliseconds and
+arrays as tuples. Fields are keyword-only. ``SCHEMA`` is the Avro record name.
+
+* ``to_avro()``: the dict the Avro writer takes (arrays as lists); the Codec encodes it.
+* ``from_avro(data)``: a record from a decoded dict (exactly the schema's fields; every field's
+  type is checked, an unknown or missing field raises ``msgspec.ValidationError``).
+* Building a record by hand checks its enum fields (``ValueError`` for an unknown symbol).
+* A copy with changes: ``msgspec.structs.replace(record, field=value)``.
+
+The records are msgspec Structs rather than frozen dataclasses because the hot paths build them
+(the SDK one per statement, ingest one per event): measured, building one from a decoded dict is
+about 5x faster (0.3 µs vs 1.3 µs for a QueryEvent), a copy with changes about 25x, and
+``to_avro`` costs the same. They behave like frozen dataclasses (immutable, ``==``, hashable).
+
+A new schema: its class goes at the end of this module (it registers itself in
+:data:`RECORD_TYPES`) and into the :data:`Record` union.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Mapping, Self, TypeAlias, get_args, get_origin, get_type_hints
+
+import msgspec
+
+AlertState = Literal["firing", "resolved"]
+Severity = Literal["info", "warning", "high", "critical"]
+AlertKind = Literal["slo", "regression", "pool"]
+WindowKind = Literal["tumbling", "hopping"]
+ResultStatus = Literal["applied", "rejected", "deferred", "failed", "duplicate", "rolled_back", "kept"]
+
+RECORD_TYPES: dict[str, type[AvroRecord]] = {}  # Avro record name -> class
+
+
+class AvroRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every record class."""
+
+    SCHEMA: ClassVar[str]
+    _ARRAYS: ClassVar[tuple[str, ...]] = ()  # tuple fields, lists on the Avro side
+    _ENUMS: ClassVar[tuple[tuple[str, frozenset[str]], ...]] = ()  # Literal fields and their symbols
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hints = {k: v for k, v in get_type_hints(cls).items() if get_origin(v) is not ClassVar}
+        cls._ARRAYS = tuple(name for name, hint in hints.items() if get_origin(hint) is tuple)
+        cls._ENUMS = tuple(
+            (name, frozenset(get_args(hint))) for name, hint in hints.items() if get_origin(hint) is Literal
+        )
+        RECORD_TYPES[cls.SCHEMA] = cls
+
+    def __post_init__(self) -> None:
+        for name, symbols in self._ENUMS:
+            if getattr(self, name) not in symbols:
+                raise ValueError(f"{self.SCHEMA}.{name} must be one of {sorted(symbols)}, got {getattr(self, name)!r}")
+
+    def to_avro(self) -> dict[str, Any]:
+        data = msgspec.structs.asdict(self)
+        for name in self._ARRAYS:
+            data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> Self:
+        return msgspec.convert(data, cls)
+
+
+class QueryEvent(AvroRecord, kw_only=True):
+    """One execution of one statement, from the SDK (``schemas/QueryEvent.avsc``)."""
+
+    SCHEMA: ClassVar[str] = "QueryEvent"
+
+    event_id: str
+    service: str
+    instance_id: str
+    event_time: int
+    fingerprint: str | None = None
+    query_text: str
+    statement_type: str
+    tables: tuple[str, ...] = ()
+    duration_ms: float
+    rows: int = 0
+    error: str | None = None
+    database: str | None = None
+    vendor_category: str | None = None
+    wedding_id: str | None = None
+
+
+class PoolSnapshot(AvroRecord, kw_only=True):
+    """One client connection pool at one moment (``schemas/PoolSnapshot.avsc``)."""
+
+    SCHEMA: ClassVar[str] = "PoolSnapshot"
+
+    service: str
+    instance_id: str
+    pool_name: str = "default"
+    snapshot_time: int
+    size: int
+    max_size: int
+    in_use: int
+    idle: int
+    waiting: int
+    database: str | None = None
+
+
+class WindowStats(AvroRecord, kw_only=True):
+    """Final statistics of one closed window of one key (``schemas/WindowStats.avsc``)."""
+
+    SCHEMA: ClassVar[str] = "WindowStats"
+
+    window_id: str
+    window_kind: WindowKind
+    window_start: int
+    window_end: int
+    service: str
+    fingerprint: str | None = None
+    context: str
+    criticality: str = "medium"
+    count: int
+    errors: int
+    rows: int = 0
+    min_ms: float
+    max_ms: float
+    sum_ms: float = 0.0
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    statement_type: str | None = None
+    query_text: str | None = None
+    tables: tuple[str, ...] = ()
+    emitted_at: int = 0
+
+
+class Alert(AvroRecord, kw_only=True):
+    """A state change of one alert condition (``schemas/Alert.avsc``)."""
+
+    SCHEMA: ClassVar[str] = "Alert"
+
+    alert_id: str
+    state: AlertState
+    severity: Severity
+    kind: AlertKind
+    service: str
+    context: str
+    fingerprint: str | None = None
+    p95_ms: float
+    threshold_ms: float
+    baseline_ms: float | None = None
+    window_start: int
+    window_end: int
+    query_text: str | None = None
+    message: str = ""
+    created_at: int = 0
+
+
+class OptimizationCommand(AvroRecord, kw_only=True):
+    """A signed request to the executor (``schemas/OptimizationCommand.avsc``); built and signed
+    with :mod:`streams.commands`."""
+
+    SCHEMA: ClassVar[str] = "OptimizationCommand"
+
+    command_id: str
+    created_at: int
+    origin: str
+    action: str
+    sql: str
+    rollback_sql: str | None = None
+    table: str | None = None
+    emergency: bool = False
+    rollback_of: str | None = None
+    service: str | None = None
+    context: str | None = None
+    fingerprints: tuple[str, ...] = ()
+    p95_before_ms: float | None = None
+    cost_before: float | None = None
+    cost_after: float | None = None
+    reason: str = ""
+    signature: str
+
+
+class OptimizationResult(AvroRecord, kw_only=True):
+    """The final word on one command (``schemas/OptimizationResult.avsc``): from the executor, or
+    ``kept`` from the advisor's verifier."""
+
+    SCHEMA: ClassVar[str] = "OptimizationResult"
+
+    command_id: str
+    status: ResultStatus
+    reason: str
+    table: str | None = None
+    sql: str
+    rollback_sql: str | None = None
+    index_name: str | None = None
+    finished_at: int
+    duration_ms: float | None = None
+    p95_before_ms: float | None = None
+    p95_after_ms: float | None = None
+    write_p95_before_ms: float | None = None
+    write_p95_after_ms: float | None = None
+    cost_before: float | None = None
+    cost_after: float | None = None
+    executor_id: str = ""
+
+
+class DeadLetter(AvroRecord, kw_only=True):
+    """A record a stage could not accept, kept whole with the reason (``schemas/DeadLetter.avsc``)."""
+
+    SCHEMA: ClassVar[str] = "DeadLetter"
+
+    reason: str
+    detail: str = ""
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original_key: bytes | None = None
+    original_value: bytes | None = None
+    received_at: int
+
+
+Record: TypeAlias = QueryEvent | PoolSnapshot | WindowStats | Alert | OptimizationCommand | OptimizationResult | DeadLetter
