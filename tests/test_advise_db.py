@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from streams.advise.evaluate import Evaluator, QueryInput
-from streams.config import AdviseSettings
+from streams.config import AdviseSettings, Settings
 
 pytestmark = pytest.mark.infra
 
@@ -59,9 +59,8 @@ STATUS_Q = "SELECT * FROM bookings WHERE status = $1"
 STATUS_LIT = "SELECT * FROM bookings WHERE status = 'pending'"
 
 
-def test_hypopg_choice_is_confirmed_by_a_real_index(bookings_db: str) -> None:
-    settings = AdviseSettings(min_cost=500)
-    evaluator = Evaluator.connect(bookings_db, settings)
+def test_hypopg_choice_is_confirmed_by_a_real_index(infra: Settings, bookings_db: str) -> None:
+    evaluator = Evaluator.connect(infra.with_overrides(advise=AdviseSettings(min_cost=500)), bookings_db)
     try:
         decision, evaluations = evaluator.advise(
             [QueryInput("vendor", VENDOR_Q, p95_ms=180.0), QueryInput("upd", UPDATE_Q, p95_ms=90.0),
@@ -95,12 +94,12 @@ def test_hypopg_choice_is_confirmed_by_a_real_index(bookings_db: str) -> None:
     assert status_after > 0.5 * status_before  # the planner agrees: an index on status does not pay
 
 
-def test_existing_index_covers_and_stale_statistics_propose_analyze(bookings_db: str) -> None:
+def test_existing_index_covers_and_stale_statistics_propose_analyze(infra: Settings, bookings_db: str) -> None:
     with psycopg.connect(bookings_db, autocommit=True) as conn:
         conn.execute("CREATE INDEX by_wedding ON bookings (wedding_id, status)")
         conn.execute("UPDATE bookings SET amount = amount + 1 WHERE id % 4 = 0")  # 25% modified
         conn.execute("SELECT pg_stat_force_next_flush()")
-    evaluator = Evaluator.connect(bookings_db, AdviseSettings(min_cost=500))
+    evaluator = Evaluator.connect(infra.with_overrides(advise=AdviseSettings(min_cost=500)), bookings_db)
     try:
         decision, (ev,) = evaluator.advise([QueryInput("w", "SELECT * FROM bookings WHERE wedding_id = $1")])
     finally:

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from streams.cli import main
+from streams.config import Settings
 from streams.demo.load import init_demo_db
 from streams.demo.schema import TABLE_NAMES, VENDOR_CATEGORIES, chunks, plan_rows
 from streams.demo.workload import SLOW_BOOKING_QUERY
@@ -67,9 +68,9 @@ def _catalog(url: str) -> dict[str, Any]:
 
 
 @pytest.mark.infra
-def test_init_creates_tables_with_primary_keys_only_and_reruns_from_scratch(scratch_db: str) -> None:
+def test_init_creates_tables_with_primary_keys_only_and_reruns_from_scratch(infra: Settings, scratch_db: str) -> None:
     lines: list[str] = []
-    reports = init_demo_db(scratch_db, BOOKINGS, chunk_rows=15_000, say=lines.append)
+    reports = init_demo_db(infra, scratch_db, BOOKINGS, chunk_rows=15_000, say=lines.append)
 
     catalog = _catalog(scratch_db)
     assert catalog["tables"] == sorted(TABLE_NAMES)
@@ -96,7 +97,7 @@ def test_init_creates_tables_with_primary_keys_only_and_reruns_from_scratch(scra
             cur.execute("CREATE INDEX extra_idx ON bookings (vendor_id)")
             cur.execute("CREATE TABLE keep_me (id int PRIMARY KEY)")
 
-    init_demo_db(scratch_db, BOOKINGS // 2, say=lines.append)
+    init_demo_db(infra, scratch_db, BOOKINGS // 2, say=lines.append)
     catalog = _catalog(scratch_db)
     assert catalog["tables"] == sorted([*TABLE_NAMES, "keep_me"])
     assert "extra_idx" not in {name for name, _ in catalog["indexes"]}
@@ -111,8 +112,8 @@ def _plan(conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...]) -
 
 
 @pytest.mark.infra
-def test_slow_booking_query_scans_bookings_until_indexed(scratch_db: str) -> None:
-    init_demo_db(scratch_db, BOOKINGS, say=lambda _: None)
+def test_slow_booking_query_scans_bookings_until_indexed(infra: Settings, scratch_db: str) -> None:
+    init_demo_db(infra, scratch_db, BOOKINGS, say=lambda _: None)
     params = (17, "2025-06-01")
     with psycopg.connect(scratch_db, autocommit=True) as conn:
         before = _plan(conn, SLOW_BOOKING_QUERY.sql, params)

@@ -78,7 +78,7 @@ class Child:
 
 @pytest.mark.timeout(420)
 def test_slow_booking_query_is_fixed_by_a_verified_index(settings: Settings, scratch_db: str, tmp_path: Path) -> None:
-    init_demo_db(scratch_db, BOOKINGS, say=lambda *_: None)
+    init_demo_db(settings, scratch_db, BOOKINGS, say=lambda *_: None)
     before_ms = slow_query_ms(scratch_db)
     assert before_ms >= 6, f"the slow booking query takes only {before_ms:.1f} ms here; the loop needs a real breach"
     slo_ms = before_ms / 3

@@ -122,7 +122,7 @@ def demo_db(request: pytest.FixtureRequest, infra: Settings) -> Any:
     with psycopg.connect(infra.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"{infra.database_url.rpartition('/')[0]}/{name}"
-    init_demo_db(url, 20_000, say=lambda _: None)
+    init_demo_db(infra, url, 20_000, say=lambda _: None)
     yield url
     with psycopg.connect(infra.database_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -57,7 +57,7 @@ class Advisor:
         self.settings = settings
         self.key = command_key(settings)
         self.send = send  # (topic, schema name, key, record)
-        self.connect = connect or (lambda: Evaluator.connect(settings.database_url, settings.advise))
+        self.connect = connect or (lambda: Evaluator.connect(settings))
         self.verifier = Verifier(settings.advise)
         self.firing: dict[str, dict[str, Any]] = {}  # fingerprint -> latest firing alert
         self.waiting: set[str] = set()  # firing fingerprints not evaluated yet

@@ -55,7 +55,7 @@ class TableUsage:
     """What the statement asks of one table (columns in the order they appear, no repeats)."""
 
     table: str
-    schema: str | None = None
+    schema: str | None = None  # as written; the evaluator resolves None against the configured search path
     aliases: list[str] = field(default_factory=list)
     equality: list[str] = field(default_factory=list)
     range: list[str] = field(default_factory=list)

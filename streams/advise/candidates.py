@@ -30,7 +30,7 @@ _MAX_IDENTIFIER = 63  # NAMEDATALEN - 1
 @dataclass(frozen=True, slots=True)
 class IndexCandidate:
     table: str
-    schema: str | None
+    schema: str | None  # the resolved schema; None only for a shape not checked against a database
     columns: tuple[OrderColumn, ...]
     predicate: ConstantFilter | None = None
 

@@ -112,12 +112,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"dbopt analyze: {exc}", file=sys.stderr)
         return 2
     settings = load_settings()
-    url = args.database_url or settings.database_url
     ev: QueryEvaluation | None = None
     decision: Decision | None = None
     error: str | None = None
     try:
-        evaluator = Evaluator.connect(url, settings.advise)
+        evaluator = Evaluator.connect(settings, args.database_url)
         try:
             decision, (ev,) = evaluator.advise([QueryInput(fingerprint, args.sql, p95_ms=args.p95_ms)])
         finally:

@@ -11,6 +11,12 @@ measurement prepares afresh, because a cached plan would not see a new hypotheti
 The session is ``default_transaction_read_only`` with a statement timeout: EXPLAIN without
 ANALYZE runs nothing, and the text planned is the pglast deparse of one parsed statement.
 
+Unqualified table names in the services' statements resolve against the configured search path
+(``DBOPT_DATABASE_SEARCH_PATH``, default ``public``), which :func:`streams.db.connect` pins on the
+session: the catalog look-ups and the planner resolve them alike, and every candidate names the
+schema its table was resolved in. HypoPG's functions are called qualified with the schema the
+extension is installed in, wherever that is.
+
 :func:`choose` (pure) then keeps candidates that cut a meaningfully expensive query's cost by
 at least ``min_improvement``, drops those whose write overhead outweighs the read savings,
 and picks the fewest indexes serving the most fingerprints (greedy set cover).
@@ -23,10 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 import psycopg
+from psycopg import sql
 
+from streams import db
 from streams.advise.analysis import QueryShape, UnsupportedStatement, analyze_sql
 from streams.advise.candidates import ExistingIndex, IndexCandidate, candidates_for, covering_index
-from streams.config import AdviseSettings
+from streams.config import AdviseSettings, Settings
 from streams.sql import SqlParseError
 
 _STMT = "dbopt_advise_stmt"
@@ -247,21 +255,25 @@ class Evaluator:
         conn.execute("SET default_transaction_read_only = on")
         conn.execute("SET plan_cache_mode = force_generic_plan")
         conn.execute(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
-        installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'hypopg'").fetchone()
+        installed = conn.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'"
+        ).fetchone()
         if not installed:
             raise EvaluationError(
                 "the HypoPG extension is not installed in this database (CREATE EXTENSION hypopg)"
             )
+        self.hypopg_schema: str = installed[0]
 
     @classmethod
-    def connect(cls, url: str, settings: AdviseSettings) -> "Evaluator":
-        return cls(psycopg.connect(url, autocommit=True), settings)
+    def connect(cls, settings: Settings, url: str | None = None) -> "Evaluator":
+        """An evaluator on ``url`` (default: the configured database), search path pinned."""
+        return cls(db.connect(settings, url=url, application_name="dbopt-advisor"), settings.advise)
 
     def close(self) -> None:
         self.conn.close()
 
     def resolve(self, table: str, schema: str | None) -> tuple[int, str, str] | None:
-        """(oid, schema, name) of an ordinary or partitioned table, via the search_path."""
+        """(oid, schema, name) of an ordinary or partitioned table, via the pinned search path."""
         row = self.conn.execute(
             "SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.oid = to_regclass(CASE WHEN %s::text IS NULL THEN '' ELSE quote_ident(%s) || '.' END "
@@ -291,14 +303,19 @@ class Evaluator:
         ).fetchone()
         return TableStats(row[0], row[1], int(row[2]), int(row[3]), bool(row[4])) if row else None
 
+    def _hypopg(self, function: str, *args: object) -> psycopg.Cursor:
+        """Call a HypoPG function, qualified with the extension's schema."""
+        call = sql.SQL("SELECT * FROM {}({})").format(
+            sql.Identifier(self.hypopg_schema, function), sql.SQL(", ").join([sql.Placeholder()] * len(args))
+        )
+        return self.conn.execute(call, args)
+
     def _hypothetical_cost(self, shape: QueryShape, candidate: IndexCandidate) -> float:
-        (oid,) = self.conn.execute(
-            "SELECT indexrelid FROM hypopg_create_index(%s)", (candidate.create_sql(concurrently=False),)
-        ).fetchone()
+        (oid, _) = self._hypopg("hypopg_create_index", candidate.create_sql(concurrently=False)).fetchone()
         try:
             return _explain_cost(self.conn, shape)
         finally:
-            self.conn.execute("SELECT hypopg_drop_index(%s)", (oid,))
+            self._hypopg("hypopg_drop_index", oid)
 
     def evaluate(self, query: QueryInput) -> tuple[QueryEvaluation, list[TableStats]]:
         """Cost before/after of each uncovered candidate for ``query``, and its tables' statistics."""
@@ -333,7 +350,7 @@ class Evaluator:
         except psycopg.Error as exc:
             ev.error = f"cannot plan the statement: {str(exc).strip().splitlines()[0]}"
         finally:
-            self.conn.execute("SELECT hypopg_reset()")
+            self._hypopg("hypopg_reset")
         return ev, tables
 
     def advise(

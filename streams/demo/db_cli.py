@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop and recreate the demo tables and load them",
         description="Drop the demo tables (only those) and recreate them with realistic data: "
         "weddings, vendors (14 categories), bookings, payments, timeline_events, guests, notifications. "
-        "Primary keys only, so a query without a matching index scans whole tables.",
+        "Primary keys only, so a query without a matching index scans whole tables. "
+        "The tables go to the first schema of DBOPT_DATABASE_SEARCH_PATH (default public).",
     )
     init.add_argument("--bookings", type=positive_int, default=DEFAULT_BOOKINGS,
                       help=f"number of bookings; the other tables scale with it (default {DEFAULT_BOOKINGS:,})")
@@ -34,10 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.database_url or load_settings().database_url
     started = time.monotonic()
     try:
-        reports = init_demo_db(url, args.bookings, args.chunk_rows, say=lambda line: print(line, flush=True))
+        reports = init_demo_db(
+            load_settings(), args.database_url, args.bookings, args.chunk_rows, say=lambda line: print(line, flush=True)
+        )
     except (DemoDbError, psycopg.OperationalError) as exc:
         print(f"dbopt demo-db: {exc}", file=sys.stderr)
         return 1

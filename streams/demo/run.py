@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import psycopg
+from psycopg import sql
 
+from streams import db
 from streams.config import RUN_DIR, Settings, load_settings
 from streams.cli_args import positive_float, positive_int
 from streams.domain.slo import slo_ms
+from streams.execute.audit import TABLE as AUDIT_TABLE
 from streams.kafka.topics import ensure_topics
 from streams.serde import Codec, DecodeError
 
@@ -113,25 +115,32 @@ def demo_env(settings: Settings, window_s: int) -> dict[str, str]:
     return env
 
 
-def demo_tables_ready(url: str, bookings: int) -> bool:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'bookings' AND relkind = 'r'").fetchone()
+def demo_tables_ready(settings: Settings, bookings: int) -> bool:
+    with db.connect(settings, application_name="dbopt-demo") as conn:
+        row = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(format('%%I.bookings', %s::text)) AND relkind = 'r'",
+            (db.target_schema(settings),),
+        ).fetchone()
     return row is not None and row[0] >= bookings * 0.9
 
 
-def reset_previous_run(url: str, out: TextIO) -> None:
+def reset_previous_run(settings: Settings, out: TextIO) -> None:
     """Drop indexes an earlier demo run made, so this run starts index-less again."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    schema, audit = db.target_schema(settings), settings.executor.audit_schema
+    with db.connect(settings, application_name="dbopt-demo") as conn:
         names = [r[0] for r in conn.execute(
-            "SELECT indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relname LIKE 'dbopt\\_idx\\_%' AND c.relnamespace = 'public'::regnamespace"
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname LIKE 'dbopt\\_idx\\_%%' AND c.relnamespace = to_regnamespace(%s)",
+            (schema,),
         )]
         for name in names:
-            conn.execute(psycopg.sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(psycopg.sql.Identifier(name)))
-            out.write(f"   dropped {name} left by an earlier demo run\n")
-        has_audit = conn.execute("SELECT to_regclass('dbopt.dbopt_audit') IS NOT NULL").fetchone()
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+            out.write(f"   dropped {schema}.{name} left by an earlier demo run\n")
+        has_audit = conn.execute(
+            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (audit, AUDIT_TABLE)
+        ).fetchone()
         if has_audit and has_audit[0]:
-            conn.execute("DELETE FROM dbopt.dbopt_audit")
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(audit, AUDIT_TABLE)))
 
 
 def format_window(row: dict[str, Any], slo: float | None) -> str:
@@ -220,10 +229,10 @@ def run(args: argparse.Namespace) -> int:
     out.write("1. topics\n")
     ensure_topics(settings)
     out.write("2. demo database\n")
-    if not demo_tables_ready(settings.database_url, args.bookings):
+    if not demo_tables_ready(settings, args.bookings):
         subprocess.run([sys.executable, "-m", "streams.cli", "demo-db", "init", "--bookings", str(args.bookings)],
                        check=True, env=env)
-    reset_previous_run(settings.database_url, out)
+    reset_previous_run(settings, out)
     children = Children()
     try:
         out.write(f"3. worker, advisor, executor (logs in {DEMO_DIR})\n")

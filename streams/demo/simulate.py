@@ -20,6 +20,7 @@ from typing import Any, Callable, TextIO
 import psycopg
 from psycopg import sql
 
+from streams import db
 from streams.client import EventProducer, instrument
 from streams.config import Settings, load_settings
 from streams.cli_args import positive_float, positive_int
@@ -115,19 +116,21 @@ def summary_lines(
 # -- database I/O ----------------------------------------------------------------------------
 
 
-def read_population(url: str) -> Population:
+def read_population(settings: Settings, url: str | None) -> Population:
     """Highest id of every demo table; a clear error when the demo database is not there."""
+    schema = db.target_schema(settings)
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with db.connect(settings, url=url, application_name="dbopt-simulate") as conn:
             missing = [
                 name for name in TABLE_NAMES
-                if conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone() == (None,)
+                if conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, name)).fetchone()
+                == (None,)
             ]
             if missing:
                 raise SimulateError(f"demo tables missing ({', '.join(missing)}): run `dbopt demo-db init` first")
             counts = {
                 name: conn.execute(
-                    sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(sql.Identifier("public", name))
+                    sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(sql.Identifier(schema, name))
                 ).fetchone()[0]  # type: ignore[index]
                 for name in TABLE_NAMES
             }
@@ -154,7 +157,8 @@ def execute(conn: psycopg.Connection[Any], query: Query, call: Call, producer: E
 @dataclass
 class Worker:
     service: str
-    url: str
+    settings: Settings
+    url: str | None
     pacer: Pacer
     producer: EventProducer
     population: Population
@@ -163,9 +167,10 @@ class Worker:
     stop: threading.Event
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            self.url, autocommit=True, options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-            application_name=f"dbopt-sim-{self.service}",
+        # a simulated service: its unqualified statements resolve through the configured search path
+        return db.connect(
+            self.settings, url=self.url, application_name=f"dbopt-sim-{self.service}",
+            session={"statement_timeout": STATEMENT_TIMEOUT_MS},
         )
 
     def run(self) -> None:
@@ -217,7 +222,7 @@ class Result:
 
 def simulate(
     settings: Settings,
-    url: str,
+    url: str | None,
     rates: dict[str, float],
     duration: float,
     *,
@@ -228,7 +233,7 @@ def simulate(
     stop: threading.Event | None = None,
 ) -> Result:
     """Run the services at ``rates`` (queries/s) for ``duration`` seconds; returns what happened."""
-    population = read_population(url)
+    population = read_population(settings, url)
     stop = stop or threading.Event()
     seeder = random.Random(seed)
     start = time.monotonic()
@@ -237,7 +242,7 @@ def simulate(
     producers = {s: EventProducer(settings, service=f"{s}-service") for s in rates}
     threads = [
         threading.Thread(
-            target=Worker(s, url, pacers[s], producers[s], population, stats[s],
+            target=Worker(s, settings, url, pacers[s], producers[s], population, stats[s],
                           random.Random(seeder.getrandbits(64)), stop).run,
             name=f"sim-{s}-{i}", daemon=True,
         )
@@ -318,7 +323,6 @@ def _progress_printer(out: TextIO, target: float) -> Callable[[float, dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    url = args.database_url or settings.database_url
     profile = PROFILES[args.profile]
     rates = service_rates(profile, args.rate, args.services)
     target = sum(rates.values())
@@ -330,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)  # the broker does not auto-create topics; the SDK would count every event dropped
     stop = threading.Event()
     try:
-        result = simulate(settings, url, rates, args.duration, workers=args.workers, seed=args.seed,
+        result = simulate(settings, args.database_url, rates, args.duration, workers=args.workers, seed=args.seed,
                           progress=_progress_printer(sys.stdout, target), stop=stop)
     except SimulateError as exc:
         print(f"dbopt simulate: {exc}", file=sys.stderr)

@@ -17,7 +17,9 @@ control characters is refused as an injection attempt. What runs is not the subm
 the statement deparsed from its parse tree (``sql_to_run``).
 
 Whether the table exists, is a user table, has room for another index, and whether the
-functions are IMMUTABLE is decided by :mod:`streams.execute.catalog`, against the database.
+functions are IMMUTABLE is decided by :mod:`streams.execute.catalog`, against the database;
+an unqualified name is resolved there with the executor's pinned search path
+(``DBOPT_DATABASE_SEARCH_PATH``), the same one the statement then runs with.
 """
 
 from __future__ import annotations

@@ -3,8 +3,11 @@
 The allowlist (pure) cannot know whether a table exists, is a user table, has room for another
 index, whether a function is IMMUTABLE, or whether dbopt made the index a DROP names: this
 module asks ``pg_catalog`` and the audit table, and raises :class:`Rejected` with the reason.
-Names are resolved by PostgreSQL itself (``to_regclass`` with the executor's search_path), so
-what is checked is exactly what the statement will touch.
+Names are resolved by PostgreSQL itself (``to_regclass``) on the session the statement then runs
+on, so what is checked is exactly what the statement will touch. That session's search path is
+pinned to ``DBOPT_DATABASE_SEARCH_PATH`` (:func:`streams.db.connect`), never the role's default
+``"$user", public``: an unqualified name resolves where the advisor resolved it, and never into
+dbopt's own schema (which is refused in any case).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class _Relation:
 
 
 def _resolve(conn: psycopg.Connection[Any], name: Name | int) -> _Relation | None:
-    """The relation ``name`` (resolved with the search_path, as the statement will be) or oid."""
+    """The relation ``name`` (resolved with the pinned search path, as the statement will be) or oid."""
     where = (
         "%(oid)s"
         if isinstance(name, int)

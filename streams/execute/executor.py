@@ -37,6 +37,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from psycopg import sql
 
+from streams import db
 from streams.commands import command_id, command_key, normalized_sql, signature_problem
 from streams.config import Settings
 from streams.domain.calendar import Calendar
@@ -108,9 +109,7 @@ class Executor:
         return self._conn is not None and not self._conn.closed and not self._conn.broken
 
     def _connect(self) -> None:
-        conn = psycopg.connect(
-            self.settings.database_url, autocommit=True, connect_timeout=5, application_name="dbopt-executor"
-        )
+        conn = db.connect(self.settings, application_name="dbopt-executor")
         waiting_logged = False
         while not conn.execute("SELECT pg_try_advisory_lock(%s)", (self.cfg.advisory_lock_key,)).fetchone()[0]:  # type: ignore[index]
             if not waiting_logged:
