@@ -2,8 +2,9 @@
 
 Each class mirrors its ``.avsc`` field for field (``tests/test_records.py`` holds them to it):
 the same names in the same order, Avro defaults as defaults, ``["null", T]`` unions as
-``T | None = None``, enums as ``Literal`` strings, timestamps as int epoch milliseconds and
-arrays as tuples. Fields are keyword-only. ``SCHEMA`` is the Avro record name.
+``T | None = None``, enums as ``Literal`` strings, timestamps as int epoch milliseconds
+(:data:`EpochMs`, named in ``TIMESTAMPS``) and arrays as tuples. Fields are keyword-only.
+``SCHEMA`` is the Avro record name.
 
 * ``to_avro()``: the dict the Avro writer takes (arrays as lists); the Codec encodes it.
 * ``from_avro(data)``: a record from a decoded dict (exactly the schema's fields; every field's
@@ -22,7 +23,7 @@ A new schema: its class goes at the end of this module (it registers itself in
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping, Self, TypeAlias, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Self, TypeAlias, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -30,6 +31,7 @@ AlertState = Literal["firing", "resolved"]
 Severity = Literal["info", "warning", "high", "critical"]
 AlertKind = Literal["slo", "regression", "pool"]
 WindowKind = Literal["tumbling", "hopping"]
+EpochMs: TypeAlias = Annotated[int, "timestamp-millis"]  # an Avro timestamp-millis: int epoch milliseconds
 ResultStatus = Literal["applied", "rejected", "deferred", "failed", "duplicate", "rolled_back", "kept"]
 
 RECORD_TYPES: dict[str, type[AvroRecord]] = {}  # Avro record name -> class
@@ -39,12 +41,14 @@ class AvroRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Base of every record class."""
 
     SCHEMA: ClassVar[str]
+    TIMESTAMPS: ClassVar[tuple[str, ...]] = ()  # the EpochMs fields
     _ARRAYS: ClassVar[tuple[str, ...]] = ()  # tuple fields, lists on the Avro side
     _ENUMS: ClassVar[tuple[tuple[str, frozenset[str]], ...]] = ()  # Literal fields and their symbols
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         hints = {k: v for k, v in get_type_hints(cls).items() if get_origin(v) is not ClassVar}
+        cls.TIMESTAMPS = tuple(name for name, hint in get_type_hints(cls, include_extras=True).items() if hint == EpochMs)
         cls._ARRAYS = tuple(name for name, hint in hints.items() if get_origin(hint) is tuple)
         cls._ENUMS = tuple(
             (name, frozenset(get_args(hint))) for name, hint in hints.items() if get_origin(hint) is Literal
@@ -75,7 +79,7 @@ class QueryEvent(AvroRecord, kw_only=True):
     event_id: str
     service: str
     instance_id: str
-    event_time: int
+    event_time: EpochMs
     fingerprint: str | None = None
     query_text: str
     statement_type: str
@@ -96,7 +100,7 @@ class PoolSnapshot(AvroRecord, kw_only=True):
     service: str
     instance_id: str
     pool_name: str = "default"
-    snapshot_time: int
+    snapshot_time: EpochMs
     size: int
     max_size: int
     in_use: int
@@ -112,8 +116,8 @@ class WindowStats(AvroRecord, kw_only=True):
 
     window_id: str
     window_kind: WindowKind
-    window_start: int
-    window_end: int
+    window_start: EpochMs
+    window_end: EpochMs
     service: str
     fingerprint: str | None = None
     context: str
@@ -130,7 +134,7 @@ class WindowStats(AvroRecord, kw_only=True):
     statement_type: str | None = None
     query_text: str | None = None
     tables: tuple[str, ...] = ()
-    emitted_at: int = 0
+    emitted_at: EpochMs = 0
 
 
 class Alert(AvroRecord, kw_only=True):
@@ -148,11 +152,11 @@ class Alert(AvroRecord, kw_only=True):
     p95_ms: float
     threshold_ms: float
     baseline_ms: float | None = None
-    window_start: int
-    window_end: int
+    window_start: EpochMs
+    window_end: EpochMs
     query_text: str | None = None
     message: str = ""
-    created_at: int = 0
+    created_at: EpochMs = 0
 
 
 class OptimizationCommand(AvroRecord, kw_only=True):
@@ -162,7 +166,7 @@ class OptimizationCommand(AvroRecord, kw_only=True):
     SCHEMA: ClassVar[str] = "OptimizationCommand"
 
     command_id: str
-    created_at: int
+    created_at: EpochMs
     origin: str
     action: str
     sql: str
@@ -193,7 +197,7 @@ class OptimizationResult(AvroRecord, kw_only=True):
     sql: str
     rollback_sql: str | None = None
     index_name: str | None = None
-    finished_at: int
+    finished_at: EpochMs
     duration_ms: float | None = None
     p95_before_ms: float | None = None
     p95_after_ms: float | None = None
@@ -216,7 +220,7 @@ class DeadLetter(AvroRecord, kw_only=True):
     source_offset: int
     original_key: bytes | None = None
     original_value: bytes | None = None
-    received_at: int
+    received_at: EpochMs
 
 
 Record: TypeAlias = QueryEvent | PoolSnapshot | WindowStats | Alert | OptimizationCommand | OptimizationResult | DeadLetter

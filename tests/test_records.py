@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from streams import records
-from streams.records import RECORD_TYPES, AvroRecord, OptimizationResult, QueryEvent, WindowStats
+from streams.records import RECORD_TYPES, AvroRecord, EpochMs, OptimizationResult, QueryEvent, WindowStats
 from streams.serde import Codec
 
 from samples import EXAMPLES, SAMPLE_DIR, current, read_avro_json
@@ -32,7 +32,9 @@ def _python_type(avro: Any) -> Any:
         return Literal[tuple(avro["symbols"])]
     if avro["type"] == "array":
         return tuple[_python_type(avro["items"]), ...]  # type: ignore[misc]
-    return _PRIMITIVES[avro["type"]]  # e.g. {"type": "long", "logicalType": "timestamp-millis"}
+    if avro.get("logicalType") == "timestamp-millis":
+        return EpochMs
+    return _PRIMITIVES[avro["type"]]
 
 
 def _python_default(avro_field: dict[str, Any]) -> Any:
@@ -54,7 +56,7 @@ def _mismatches(cls: type[AvroRecord], schema: dict[str, Any]) -> list[str]:
     avro_fields = schema["fields"]
     if [f.name for f in fields] != [f["name"] for f in avro_fields]:
         return [f"fields {[f.name for f in fields]} != {[f['name'] for f in avro_fields]}"]
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     problems = []
     for field, avro in zip(fields, avro_fields):
         expected, hint = _python_type(avro["type"]), hints[field.name]
@@ -87,6 +89,7 @@ def test_the_check_sees_a_drift() -> None:
         lambda fs: field(fs, "kind")["type"]["symbols"].append("pool_wait"),  # enum symbol
         lambda fs: field(fs, "kind")["type"]["symbols"].reverse(),  # enum order
         lambda fs: field(fs, "window_end").update(type="double"),  # type
+        lambda fs: field(fs, "window_end").update(type="long"),  # no longer a timestamp
     ]
     for edit in drifts:
         assert _mismatches(records.Alert, changed(edit)), edit
