@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import fastavro
 
+from streams.records import RECORD_TYPES, Record
+
 from .schemas import SchemaRevision, SchemaSet, default_schema_set, parse_revision
 
 if TYPE_CHECKING:
@@ -95,6 +97,10 @@ class Codec:
             return SINGLE_OBJECT_MAGIC + rev.fingerprint + body
         return CONFLUENT_MAGIC + struct.pack(">I", self._registry_id(topic, rev)) + body
 
+    def encode_record(self, record: Record, topic: str) -> bytes:
+        """:meth:`encode` for a typed record (:mod:`streams.records`)."""
+        return self.encode(record.SCHEMA, record.to_avro(), topic)
+
     def _registry_id(self, topic: str, rev: SchemaRevision) -> int:
         from confluent_kafka.schema_registry import Schema
 
@@ -128,6 +134,11 @@ class Codec:
             "undecodable",
             f"unknown magic byte 0x{data[0]:02x}: neither Avro single-object (C3 01) nor Confluent (00) framing",
         )
+
+    def decode_record(self, data: bytes | None) -> Record:
+        """:meth:`decode` to the typed record (:mod:`streams.records`) of the writer's schema."""
+        decoded = self.decode(data)
+        return RECORD_TYPES[decoded.schema_name].from_avro(decoded.record)  # type: ignore[return-value]
 
     def _writer_for_id(self, schema_id: int) -> SchemaRevision:
         if schema_id in self._by_id:
