@@ -223,4 +223,27 @@ class DeadLetter(AvroRecord, kw_only=True):
     received_at: EpochMs
 
 
-Record: TypeAlias = QueryEvent | PoolSnapshot | WindowStats | Alert | OptimizationCommand | OptimizationResult | DeadLetter
+class NotificationResult(AvroRecord, kw_only=True):
+    """The outcome of one delivery of one notification to one channel
+    (``schemas/NotificationResult.avsc``), from ``dbopt notify``."""
+
+    SCHEMA: ClassVar[str] = "NotificationResult"
+
+    notification_id: str
+    source: Literal["alert", "result", "digest"]
+    channel: str
+    target: str = ""
+    status: Literal["delivered", "failed", "suppressed", "digested"]
+    reason: str = ""
+    severity: str
+    state: str
+    attempts: int
+    latency_ms: float | None = None
+    digest_id: str | None = None
+    finished_at: EpochMs
+
+
+Record: TypeAlias = (
+    QueryEvent | PoolSnapshot | WindowStats | Alert | OptimizationCommand | OptimizationResult | DeadLetter
+    | NotificationResult
+)

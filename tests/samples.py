@@ -34,6 +34,7 @@ TOPIC_OF_SCHEMA = {
     "OptimizationCommand": "commands",
     "OptimizationResult": "results",
     "DeadLetter": "dlq",
+    "NotificationResult": "notifications",
 }
 
 T0 = 1_777_730_587_125  # 2026-05-02T14:03:07.125Z, a Saturday in peak season
@@ -141,6 +142,19 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "reason": "missing_field", "detail": "", "source_topic": "dbopt.query-events.v1",
             "source_partition": 0, "source_offset": 0, "original_key": None, "original_value": b"",
             "received_at": T0,
+        },
+    ],
+    "NotificationResult": [
+        {
+            "notification_id": "al-1", "source": "alert", "channel": "sms", "target": "+15550100",
+            "status": "delivered", "reason": "", "severity": "critical", "state": "firing", "attempts": 2,
+            "latency_ms": 412.5, "digest_id": None, "finished_at": T0 + 500,
+        },
+        {
+            "notification_id": "result:cmd-1:applied", "source": "result", "channel": "slack", "target": "",
+            "status": "digested", "reason": "held by the slack rate limit 20/60s", "severity": "info",
+            "state": "applied", "attempts": 0, "latency_ms": None, "digest_id": "digest:slack:0123456789abcdef01234567",
+            "finished_at": T0 + 60_000,
         },
     ],
 }
