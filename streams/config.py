@@ -1,182 +1,424 @@
 """All of dbopt's configuration, in one typed place, read from ``DBOPT_*`` variables.
 
-Every command reads its settings through :func:`load_settings`. ``make up`` writes
-``.run/env`` with the broker and database addresses; when those variables are not in
-the environment, the file is read as a fallback so that a plain ``dbopt ...`` works
-right after ``make up``.
+Each setting is declared once, as a pydantic field with its type, default, bounds and doc.
+Its variable is the group's prefix + the field name in upper case
+(``ExecutorSettings.lock_timeout_ms`` -> ``DBOPT_EXECUTOR_LOCK_TIMEOUT_MS``), unless the field
+carries ``Env("DBOPT_...")`` with a historical name. Adding a stage's settings:
+
+    class NotifySettings(Group):
+        \"\"\"How `dbopt notify` delivers alerts (DBOPT_NOTIFY_*).\"\"\"
+
+        env_prefix: ClassVar[str] = "DBOPT_NOTIFY_"
+        retry_max_s: float = Field(60.0, gt=0, description="Longest wait between two delivery attempts")
+        smtp_password: SecretStr | None = Field(None, description="SMTP password (secret)")
+
+    class Settings(...):
+        notify: NotifySettings = Field(default_factory=NotifySettings, description="...")
+
+:func:`load_settings` is the one place that reads the environment: the process environment
+over ``.run/env`` (written by ``make up``, found in :func:`run_dir`). It rejects, with the
+variable's name, an unknown ``DBOPT_*`` variable (naming the nearest known one) and any value
+that does not fit its type, so a bad setting stops a command at start (``dbopt`` exits 2).
+``Settings()`` itself reads nothing: it is the defaults, ``Settings(field=...)`` and
+``settings.with_overrides(...)`` are validated copies. Secrets are ``SecretStr`` (their value
+only through ``.get_secret_value()``), never shown by ``repr``, logs or error messages.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-import math
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Self, TypeVar, get_args
+from urllib.parse import parse_qsl, urlencode, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RUN_DIR = Path(os.environ.get("DBOPT_RUN_DIR", REPO_ROOT / ".run"))
-ENV_FILE = RUN_DIR / "env"
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streams.domain.vocabulary import (
+    DEFAULT_CONTEXT_RULES,
+    DEFAULT_SLO_P95_MS,
+    SEASONS,
+    ContextRule,
+    Criticality,
+    Season,
+    Weekday,
+)
+
+MASK = "**********"  # what a secret looks like in output
+PROJECT_NAME = "dbopt"  # [project].name in pyproject.toml: marks this project's checkout
+
+# DBOPT_* variables that are not settings but are read elsewhere, so never "unknown"
+OTHER_VARIABLES: dict[str, str] = {
+    "DBOPT_RUN_DIR": "run directory (.run/: env file, local servers' data, demo logs); see run_dir()",
+    "DBOPT_SCHEMA_DIR": "directory of the Avro schemas (streams/serde/schemas.py)",
+    "DBOPT_KAFKA_PORT": "make up: port of the local broker",
+    "DBOPT_KAFKA_CONTROLLER_PORT": "make up: controller port of the local broker",
+    "DBOPT_PG_PORT": "make up: port of the local PostgreSQL",
+    "DBOPT_SCHEMA_REGISTRY_PORT": "make up --with-registry: port of the local schema registry",
+    "DBOPT_REGISTRY_VERSION": "make up --with-registry: version of the local schema registry",
+}
 
 
 class ConfigError(ValueError):
     """A DBOPT_* variable holds a value that cannot be used."""
 
 
-@dataclass(frozen=True)
-class Topics:
-    """Names of every dbopt topic. Override each with DBOPT_TOPIC_<NAME>."""
+# ---------------------------------------------------------------------------------------------
+# value types: how a variable's text becomes a value, and what is checked
 
-    query_events: str = "dbopt.query-events.v1"
-    pool_snapshots: str = "dbopt.pool-snapshots.v1"
-    latency_windows: str = "dbopt.latency-windows.v1"
-    alerts: str = "dbopt.alerts.v1"
-    commands: str = "dbopt.commands.v1"
-    results: str = "dbopt.results.v1"
-    dlq: str = "dbopt.dlq.v1"
+
+@dataclass(frozen=True)
+class Env:
+    """Field metadata: the field's variable has this (historical) name, not prefix + field name."""
+
+    name: str
+
+
+def _split_commas(value: object) -> object:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; an empty string is an empty list."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _json(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+
+
+T = TypeVar("T")
+S = TypeVar("S")
+# a comma-separated variable (DBOPT_FREEZE_WEEKDAYS=sat,sun); empty means an empty list
+CommaList = Annotated[tuple[T, ...], BeforeValidator(_split_commas)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+def _known_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("unknown time zone: use an IANA name such as UTC or Europe/Berlin") from None
+    return name
+
+
+def _weekday_names(value: object) -> object:
+    """Accept ``Saturday`` or ``SAT`` for ``sat`` (runs before the comma split, so splits itself)."""
+    value = _split_commas(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(day.lower()[:3] if isinstance(day, str) else day for day in value)
+    return value
+
+
+def _host_port(item: str) -> bool:
+    host, _, port = item.rpartition(":")
+    return bool(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _bootstrap(value: str) -> str:
+    servers = [s.strip() for s in value.split(",")]
+    if not all(_host_port(s) for s in servers):
+        raise ValueError("must be a comma-separated list of host:port")
+    return ",".join(servers)
+
+
+def _url(value: str, schemes: tuple[str, ...], what: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in schemes or not parts.hostname or not port_ok:
+        raise ValueError(f"must be {what}")
+    return value
+
+
+def _database_url(value: SecretStr) -> SecretStr:
+    _url(value.get_secret_value(), ("postgresql", "postgres"), "a postgresql://user:password@host:port/database URL")
+    return value
+
+
+def _schema_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_$]{0,62}", name) or name.startswith("pg_"):
+        raise ValueError(f"{name!r} is not a plain lowercase schema name")
+    return name
+
+
+def _registry_url(value: str | None) -> str | None:
+    return None if value is None else _url(value, ("http", "https"), "an http:// or https:// URL").rstrip("/")
+
+
+class SecretUrl(SecretStr):
+    """A URL holding a password: shown with the password masked, host, port and database kept."""
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the authority or a ``password=`` parameter) replaced by stars."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
+    if parts.query:
+        query = [(k, MASK if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return parts.geturl()
+
+
+def _context_rules(value: object) -> object:
+    """DBOPT_CONTEXT_RULES: ``{"booking": {"criticality": "critical", "tables": ["bookings"]}, ...}``.
+
+    Replaces the default rules; object order is the tie-break between equally critical contexts.
+    """
+    value = _json(value)
+    if not isinstance(value, dict):
+        return value
+    rules = []
+    for context, rule in value.items():
+        if not isinstance(rule, dict) or set(rule) != {"criticality", "tables"}:
+            raise ValueError(f"{context!r} needs exactly the keys 'criticality' and 'tables'")
+        tables = rule["tables"]
+        if not isinstance(tables, list) or not all(isinstance(t, str) and t for t in tables):
+            raise ValueError(f"{context!r}: tables must be a list of table names")
+        rules.append({"context": context, "criticality": rule["criticality"], "tables": [t.lower() for t in tables]})
+    return rules
+
+
+def _rules_as_env(rules: tuple[ContextRule, ...]) -> dict[str, dict[str, Any]]:
+    return {r.context: {"criticality": r.criticality, "tables": list(r.tables)} for r in rules}
+
+
+def _over_defaults(defaults: Mapping[str, float]) -> BeforeValidator:
+    """A JSON object whose keys replace those of ``defaults`` (the others are kept)."""
+
+    def merge(value: object) -> object:
+        value = _json(value)
+        return {**defaults, **value} if isinstance(value, dict) else value
+
+    return BeforeValidator(merge)
+
+
+# ---------------------------------------------------------------------------------------------
+# the settings
+
+
+class Overridable:
+    """``with_overrides``: the way to copy settings with changes (validated, unlike ``model_copy``)."""
+
+    def with_overrides(self, **changes: Any) -> Self:
+        """A validated copy with some fields replaced (a group is replaced whole)."""
+        return _validated(type(self), lambda: type(self)(**{**dict(self), **changes}))  # type: ignore[call-overload]
+
+
+class Group(Overridable, BaseModel):
+    """A group of settings read from ``<env_prefix><FIELD>`` (or the field's ``Env(...)`` name)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+    env_prefix: ClassVar[str]
+
+
+class Topics(Group):
+    """Names of every dbopt topic (DBOPT_TOPIC_<NAME>)."""
+
+    env_prefix: ClassVar[str] = "DBOPT_TOPIC_"
+    query_events: str = Field("dbopt.query-events.v1", min_length=1, description="QueryEvent records from the SDK")
+    pool_snapshots: str = Field("dbopt.pool-snapshots.v1", min_length=1, description="PoolSnapshot records")
+    latency_windows: str = Field(
+        "dbopt.latency-windows.v1", min_length=1, description="WindowStats of closed windows (worker output)"
+    )
+    alerts: str = Field("dbopt.alerts.v1", min_length=1, description="Alert records of the detector")
+    commands: str = Field("dbopt.commands.v1", min_length=1, description="signed OptimizationCommand records")
+    results: str = Field("dbopt.results.v1", min_length=1, description="OptimizationResult records of the executor")
+    dlq: str = Field("dbopt.dlq.v1", min_length=1, description="DeadLetter records: what could not be processed")
+    notifications: str = Field(
+        "dbopt.notifications.v1", min_length=1, description="NotificationResult records of dbopt notify"
+    )
 
     def all(self) -> dict[str, str]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Field name -> topic name, for every topic."""
+        return dict(self)
 
 
-@dataclass(frozen=True)
-class TopicPolicy:
-    """How `dbopt topics create` makes topics."""
+class TopicPolicy(Group):
+    """How `dbopt topics create` makes topics (DBOPT_TOPIC_*)."""
 
-    partitions: int = 6
-    replication: int = 1
-    retention_ms: int = 7 * 24 * 3600 * 1000
-    dlq_retention_ms: int = 30 * 24 * 3600 * 1000
-    # commands and results are an audit trail: kept longer, compacted by id
-    command_retention_ms: int = 90 * 24 * 3600 * 1000
-
-
-CRITICALITIES = ("critical", "high", "medium")  # most critical first
-SEASONS = ("peak", "proposal", "off")
-
-
-@dataclass(frozen=True)
-class ContextRule:
-    """Queries touching one of ``tables`` belong to ``context``, which has ``criticality``."""
-
-    context: str
-    criticality: str
-    tables: tuple[str, ...]
-
-
-DEFAULT_CONTEXT_RULES: tuple[ContextRule, ...] = (
-    ContextRule("booking", "critical", ("bookings", "reservations", "availability")),
-    ContextRule("payment", "critical", ("payments", "invoices", "transactions")),
-    ContextRule("vendor_search", "high", ("vendors", "suppliers", "services")),
-    ContextRule("timeline", "high", ("timeline", "schedule", "events", "timeline_events")),
-    ContextRule("guest_management", "medium", ("guests", "invitations", "rsvp")),
-)
-
-
-def _default_slo() -> dict[str, float]:
-    return {"booking": 50.0, "vendor_search": 100.0, "payment": 20.0, "timeline": 30.0}
-
-
-@dataclass(frozen=True)
-class DomainSettings:
-    """Business contexts and their p95 SLOs (DBOPT_CONTEXT_RULES, DBOPT_SLO_P95_MS, ...)."""
-
-    context_rules: tuple[ContextRule, ...] = DEFAULT_CONTEXT_RULES
-    default_context: str = "other"
-    default_criticality: str = "medium"
-    slo_p95_ms: Mapping[str, float] = field(default_factory=_default_slo)
-    default_slo_p95_ms: float = 200.0
-    # SLO threshold = base SLO x multiplier of the season the window falls in
-    season_slo_multipliers: Mapping[str, float] = field(
-        default_factory=lambda: {season: 1.0 for season in SEASONS}
+    env_prefix: ClassVar[str] = "DBOPT_TOPIC_"
+    partitions: int = Field(6, ge=1, description="Partitions of every dbopt topic")
+    replication: int = Field(1, ge=1, description="Replication factor of every dbopt topic")
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=1, description="Retention of the data topics (ms)")
+    dlq_retention_ms: Annotated[int, Env("DBOPT_DLQ_RETENTION_MS")] = Field(
+        30 * 24 * 3600 * 1000, ge=1, description="Retention of the dead-letter topic (ms)"
+    )
+    command_retention_ms: Annotated[int, Env("DBOPT_COMMAND_RETENTION_MS")] = Field(
+        90 * 24 * 3600 * 1000,
+        ge=1,
+        description="Retention of the commands and results topics, an audit trail compacted by id (ms)",
     )
 
 
-@dataclass(frozen=True)
-class IngestSettings:
+class DomainSettings(Group):
+    """Business contexts and their p95 SLOs (DBOPT_CONTEXT_RULES, DBOPT_SLO_P95_MS, ...)."""
+
+    env_prefix: ClassVar[str] = "DBOPT_"
+    context_rules: Annotated[
+        tuple[ContextRule, ...],
+        BeforeValidator(_context_rules),
+        PlainSerializer(_rules_as_env, when_used="json"),
+    ] = Field(
+        DEFAULT_CONTEXT_RULES,
+        description='JSON {"context": {"criticality": "critical|high|medium", "tables": [...]}, ...}: '
+        "which tables make a query belong to a context; replaces the default rules, "
+        "object order breaks ties between equally critical contexts",
+    )
+    default_context: str = Field("other", description="Context of a query that touches no table of a rule")
+    default_criticality: Criticality = Field("medium", description="Criticality of the default context")
+    slo_p95_ms: Annotated[dict[str, PositiveFloat], _over_defaults(DEFAULT_SLO_P95_MS)] = Field(
+        DEFAULT_SLO_P95_MS,
+        description="JSON object context -> p95 SLO (ms), merged over the defaults",
+    )
+    default_slo_p95_ms: Annotated[PositiveFloat, Env("DBOPT_SLO_DEFAULT_P95_MS")] = Field(
+        200.0, description="p95 SLO (ms) of a context without its own"
+    )
+    season_slo_multipliers: Annotated[dict[Season, PositiveFloat], _over_defaults(dict.fromkeys(SEASONS, 1.0))] = Field(
+        dict.fromkeys(SEASONS, 1.0),
+        description="JSON object season -> factor: SLO threshold = base SLO x factor of the window's season",
+    )
+
+
+class IngestSettings(Group):
     """Limits the ingest stage enforces on every QueryEvent (DBOPT_INGEST_*)."""
 
-    max_age_ms: int = 3600 * 1000
-    max_future_skew_ms: int = 5 * 60 * 1000
-    max_query_text: int = 16_384
-    max_tables: int = 64
-    max_string: int = 256
-    max_fingerprints_per_service: int = 1000
-    statement_types: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "UTILITY")
-    statement_cache: int = 4096
+    env_prefix: ClassVar[str] = "DBOPT_INGEST_"
+    max_age_ms: int = Field(3600 * 1000, ge=1, description="Oldest accepted event, relative to now (ms)")
+    max_future_skew_ms: int = Field(5 * 60 * 1000, ge=0, description="Furthest accepted event in the future (ms)")
+    max_query_text: int = Field(16_384, ge=1, description="Longest query text kept (characters)")
+    max_tables: int = Field(64, ge=1, description="Most tables kept per event")
+    max_string: int = Field(256, ge=1, description="Longest kept value of other string fields (characters)")
+    max_fingerprints_per_service: int = Field(
+        1000, ge=1, description="Distinct query fingerprints tracked per service; more go to an overflow bucket"
+    )
+    statement_types: Annotated[CommaList[str], AfterValidator(lambda types: tuple(t.upper() for t in types))] = Field(
+        ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "UTILITY"),
+        description="Comma list of accepted statement types",
+    )
+    statement_cache: int = Field(4096, ge=1, description="Normalized statements cached by the ingest stage")
 
 
-@dataclass(frozen=True)
-class DetectSettings:
+class DetectSettings(Group):
     """Alert conditions and their hysteresis (DBOPT_DETECT_*)."""
 
-    window_kinds: tuple[str, ...] = ("tumbling",)
-    min_samples: int = 20
-    fire_after: int = 2
-    resolve_after: int = 2
-    regression_factor: float = 3.0
-    regression_floor_ms: float = 10.0
-    baseline_windows: int = 10
-    baseline_min_windows: int = 3
+    env_prefix: ClassVar[str] = "DBOPT_DETECT_"
+    window_kinds: CommaList[Literal["tumbling", "hopping"]] = Field(
+        ("tumbling",), min_length=1, description="Comma list of window kinds the detector judges: tumbling, hopping"
+    )
+    min_samples: int = Field(20, ge=1, description="Fewest queries in a window for it to be judged")
+    fire_after: int = Field(2, ge=1, description="Consecutive bad windows before an alert fires")
+    resolve_after: int = Field(2, ge=1, description="Consecutive good windows before a firing alert resolves")
+    regression_factor: float = Field(3.0, ge=1.0, description="p95 above baseline x this factor is a regression")
+    regression_floor_ms: float = Field(10.0, ge=0, description="A regression must also exceed the baseline by this (ms)")
+    baseline_windows: int = Field(10, ge=1, description="Windows the baseline p95 is computed over")
+    baseline_min_windows: int = Field(3, ge=1, description="Windows needed before regressions are judged")
 
 
-@dataclass(frozen=True)
-class ExecutorSettings:
+Aggressiveness = Literal["conservative", "moderate", "aggressive"]
+
+
+class ExecutorSettings(Group):
     """How `dbopt executor` applies commands (DBOPT_EXECUTOR_*, DBOPT_AGGRESSIVENESS, ...)."""
 
-    # conservative | moderate | aggressive: which automatic actions apply (see docs/executor.md)
-    aggressiveness: str = "moderate"
-    max_indexes_per_table: int = 10
-    lock_timeout_ms: int = 5_000
-    statement_timeout_ms: int = 3_600_000
-    executor_id: str = ""  # "" -> host:pid
-    audit_schema: str = "dbopt"
-    consumer_group: str = "dbopt-executor"
-    poll_timeout_s: float = 1.0
-    # PostgreSQL unavailable: wait between reconnect attempts, doubling up to this cap
-    db_retry_max_s: float = 30.0
-    # deferred commands in the audit table are re-examined this often
-    deferred_recheck_s: float = 60.0
-    # session advisory lock key held while an executor works: two never act at once
-    advisory_lock_key: int = 0x6462_6F70_7465_7865  # "dboptexe"
+    env_prefix: ClassVar[str] = "DBOPT_EXECUTOR_"
+    aggressiveness: Annotated[
+        Aggressiveness, Env("DBOPT_AGGRESSIVENESS"), BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
+    ] = Field(
+        "moderate",
+        description="Automatic actions applied: conservative (ANALYZE, VACUUM), moderate (+ CREATE INDEX, "
+        "REINDEX), aggressive (+ DROP INDEX; acts as moderate in peak and proposal season)",
+    )
+    max_indexes_per_table: Annotated[int, Env("DBOPT_MAX_INDEXES_PER_TABLE")] = Field(
+        10, ge=1, description="No command creates an index on a table that already has this many"
+    )
+    lock_timeout_ms: int = Field(5_000, ge=1, description="lock_timeout of the executor's statements (ms)")
+    statement_timeout_ms: int = Field(3_600_000, ge=1, description="statement_timeout of the executor's statements (ms)")
+    executor_id: Annotated[str, Env("DBOPT_EXECUTOR_ID")] = Field(
+        "", description="Name of this executor in the audit table; empty: host:pid"
+    )
+    audit_schema: Annotated[str, Env("DBOPT_AUDIT_SCHEMA")] = Field(
+        "dbopt", min_length=1, description="Schema of the executor's audit table"
+    )
+    consumer_group: Annotated[str, Env("DBOPT_EXECUTOR_GROUP")] = Field(
+        "dbopt-executor", min_length=1, description="Kafka consumer group of the executor"
+    )
+    poll_timeout_s: float = Field(1.0, ge=0.01, description="Longest wait for a command in one poll (s)")
+    db_retry_max_s: float = Field(
+        30.0, ge=0.1, description="PostgreSQL unavailable: reconnect waits double up to this (s)"
+    )
+    deferred_recheck_s: float = Field(60.0, ge=0.1, description="How often deferred commands are re-examined (s)")
+    advisory_lock_key: Annotated[int, Env("DBOPT_EXECUTOR_LOCK_KEY")] = Field(
+        0x6462_6F70_7465_7865,  # "dboptexe"
+        ge=0,
+        le=2**63 - 1,
+        description="Session advisory lock held while an executor works: two never act at once",
+    )
 
 
-AGGRESSIVENESS_LEVELS = ("conservative", "moderate", "aggressive")
-
-
-@dataclass(frozen=True)
-class AdviseSettings:
+class AdviseSettings(Group):
     """How `dbopt advisor` / `dbopt analyze` choose indexes and verify them (DBOPT_ADVISE_*)."""
 
-    # planner cost (generic plan) below which a query is not worth an index
-    min_cost: float = 1000.0
-    # a candidate must cut the query's plan cost by at least this fraction
-    min_improvement: float = 0.5
-    max_index_columns: int = 4
-    # estimated planner cost of maintaining one index per written row, weighed against read savings
-    index_write_cost: float = 10.0
-    # statistics are stale when rows modified since ANALYZE exceed this fraction of live rows
-    stale_ratio: float = 0.1
-    stale_min_rows: int = 1000
-    statement_timeout_ms: int = 5_000
-    # verification: windows after the index to judge, p95 gain needed to keep it,
-    # and how much the table's write p95 may grow (relative and absolute) before a rollback
-    verify_windows: int = 3
-    verify_min_gain: float = 0.2
-    write_tolerance: float = 0.5
-    write_floor_ms: float = 1.0
-    # give up waiting for after-windows this long after the index was applied (keep, no traffic)
-    verify_timeout_s: float = 900.0
-    # closed windows remembered per fingerprint, for write rates and "before" figures
-    history_windows: int = 30
-    consumer_group: str = "dbopt-advisor"
-    poll_timeout_s: float = 0.5
+    env_prefix: ClassVar[str] = "DBOPT_ADVISE_"
+    min_cost: float = Field(1000.0, ge=0, description="Planner cost (generic plan) below which a query is not worth an index")
+    min_improvement: float = Field(
+        0.5, gt=0, lt=1, description="A candidate must cut the query's plan cost by at least this fraction"
+    )
+    max_index_columns: int = Field(4, ge=1, description="Most columns of a proposed index")
+    index_write_cost: float = Field(
+        10.0, ge=0, description="Planner cost of maintaining one index per written row, weighed against read savings"
+    )
+    stale_ratio: float = Field(
+        0.1, ge=0, description="Statistics are stale when rows modified since ANALYZE exceed this fraction of live rows"
+    )
+    stale_min_rows: int = Field(1000, ge=0, description="... and at least this many rows")
+    statement_timeout_ms: int = Field(5_000, ge=1, description="statement_timeout of the advisor's planner queries (ms)")
+    verify_windows: int = Field(3, ge=1, description="Windows after a new index that judge it")
+    verify_min_gain: float = Field(0.2, ge=0, description="p95 gain (fraction) needed to keep a new index")
+    write_tolerance: float = Field(
+        0.5, ge=0, description="Relative growth of the table's write p95 tolerated before a rollback"
+    )
+    write_floor_ms: float = Field(1.0, ge=0, description="... and absolute growth (ms)")
+    verify_timeout_s: float = Field(
+        900.0, ge=1.0, description="Without after-windows for this long after the index was applied, keep it (s)"
+    )
+    history_windows: int = Field(
+        30, ge=2, description="Closed windows remembered per fingerprint, for write rates and before figures"
+    )
+    consumer_group: Annotated[str, Env("DBOPT_ADVISOR_GROUP")] = Field(
+        "dbopt-advisor", min_length=1, description="Kafka consumer group of the advisor"
+    )
+    poll_timeout_s: float = Field(0.5, ge=0.01, description="Longest wait for a record in one poll (s)")
 
 
-@dataclass(frozen=True)
-class WindowSettings:
+class WindowSettings(Group):
     """Event-time windows and the Faust worker that computes them (DBOPT_WINDOW_*, DBOPT_WORKER_*).
 
     Tumbling and hopping windows are aligned to the epoch; ``hopping_ms`` must be a multiple of
@@ -185,58 +427,353 @@ class WindowSettings:
     moved to (wall clock - ``idle_timeout_ms``) by the worker's tick, so its windows still close.
     """
 
-    tumbling_ms: int = 60_000
-    hop_ms: int = 60_000
-    hopping_ms: int = 300_000
-    grace_ms: int = 10_000
-    idle_timeout_ms: int = 15_000
-    tick_interval_ms: int = 5_000
-    app_id: str = "dbopt-worker"
-    store: str = "rocksdb://"
-    # None: RUN_DIR/faust/<app_id>-<web_port>, one directory per worker process on a host
-    data_dir: str | None = None
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    batch_max: int = 2000
-    batch_within_ms: int = 200
+    env_prefix: ClassVar[str] = "DBOPT_WINDOW_"
+    tumbling_ms: int = Field(60_000, ge=1, description="Tumbling window size (ms)")
+    hop_ms: int = Field(60_000, ge=1, description="Advance of the hopping windows (ms)")
+    hopping_ms: int = Field(300_000, ge=1, description="Hopping window size (ms), a multiple of DBOPT_WINDOW_HOP_MS")
+    grace_ms: int = Field(10_000, ge=0, description="How long after its end a window still takes late events (ms)")
+    idle_timeout_ms: int = Field(
+        15_000, ge=0, description="A caught-up partition without events this long has its watermark advanced (ms)"
+    )
+    tick_interval_ms: Annotated[int, Env("DBOPT_WORKER_TICK_INTERVAL_MS")] = Field(
+        5_000, ge=10, description="How often the worker's tick closes windows (ms)"
+    )
+    app_id: Annotated[str, Env("DBOPT_WORKER_APP_ID")] = Field(
+        "dbopt-worker", min_length=1, description="Faust app id: consumer group and changelog topic prefix"
+    )
+    store: Annotated[Literal["rocksdb://", "memory://"], Env("DBOPT_WORKER_STORE")] = Field(
+        "rocksdb://", description="Faust table store: rocksdb:// (durable) or memory://"
+    )
+    data_dir: Annotated[str | None, Env("DBOPT_WORKER_DATA_DIR")] = Field(
+        None, description="RocksDB directory; unset: <run dir>/faust/<app id>-<host>-<web port>"
+    )
+    web_host: Annotated[str, Env("DBOPT_WORKER_WEB_HOST")] = Field(
+        "127.0.0.1", min_length=1, description="Address the worker's /metrics and health routes bind to"
+    )
+    web_port: Annotated[int, Env("DBOPT_WORKER_WEB_PORT")] = Field(
+        6066, ge=1, le=65535, description="Port of the worker's /metrics and health routes"
+    )
+    batch_max: Annotated[int, Env("DBOPT_WORKER_BATCH_MAX")] = Field(
+        2000, ge=1, description="Most events the worker takes in one batch"
+    )
+    batch_within_ms: Annotated[int, Env("DBOPT_WORKER_BATCH_WITHIN_MS")] = Field(
+        200, ge=1, description="Longest wait to fill a batch (ms)"
+    )
+
+    @model_validator(mode="after")
+    def _hopping_is_whole_hops(self) -> Self:
+        if self.hopping_ms % self.hop_ms:
+            raise ValueError(
+                f"DBOPT_WINDOW_HOPPING_MS={self.hopping_ms} must be a multiple of DBOPT_WINDOW_HOP_MS={self.hop_ms}"
+            )
+        return self
+
+
+class OtlpSettings(Group):
+    """The OpenTelemetry receiver, `dbopt otlp` (DBOPT_OTLP_*)."""
+
+    env_prefix: ClassVar[str] = "DBOPT_OTLP_"
+    host: str = Field("127.0.0.1", min_length=1, description="Address `dbopt otlp` listens on for OTLP/HTTP")
+    port: int = Field(4318, ge=0, le=65535, description="Port of `dbopt otlp` (4318: the OTLP/HTTP default; 0: any free)")
+    bearer_token: SecretStr | None = Field(
+        None, description="When set, OTLP requests need `Authorization: Bearer <token>` (secret)"
+    )
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest OTLP request body after gzip decompression (bytes); larger: 413"
+    )
+    max_statement: int = Field(
+        100_000, ge=1, description="Longest statement text parsed (characters); a longer span is rejected"
+    )
+    statement_cache: int = Field(4096, ge=1, description="Normalized statements cached by `dbopt otlp`")
+    max_pending_events: int = Field(
+        100_000, ge=1, description="QueryEvents waiting for the broker's acknowledgement; beyond: 503 + Retry-After"
+    )
+    delivery_timeout_s: PositiveFloat = Field(
+        10.0, description="How long a request waits for the broker to acknowledge its events before a 503 (s)"
+    )
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 answer (s): OTLP clients retry then")
+    consumer_group: str = Field("dbopt-otlp", min_length=1, description="Consumer group of `dbopt otlp --from-kafka`")
+
+def _rate(value: str) -> str:
+    from streams.notify.policy import parse_rate  # the one rate parser; imported late (it is a stage module)
+
+    parse_rate(value)
+    return value
+
+
+NotifyRate = Annotated[str, AfterValidator(_rate)]
+HttpUrl = Annotated[str, AfterValidator(lambda v: _url(v, ("http", "https"), "an http:// or https:// URL"))]
+
+
+class NotifySettings(Group):
+    """How `dbopt notify` tells people (DBOPT_NOTIFY_*): channels, routes, rate limits, retries.
+
+    A channel is on when its settings are there (`dbopt notify --check` says which); see docs/notify.md.
+    """
+
+    env_prefix: ClassVar[str] = "DBOPT_NOTIFY_"
+    routes: str | None = Field(None, description="YAML routing file (docs/notify.md); unset: the default routes")
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="Slack incoming webhook URL (secret: it holds the token); unset: Slack off"
+    )
+    pagerduty_url: HttpUrl = Field(
+        "https://events.pagerduty.com/v2/enqueue", description="PagerDuty Events API v2 enqueue URL"
+    )
+    pagerduty_routing_key: SecretStr | None = Field(
+        None, description="PagerDuty integration (routing) key (secret); unset: PagerDuty off"
+    )
+    smtp_url: Annotated[str | None, AfterValidator(lambda v: v and _url(v, ("smtp",), "smtp://host:port"))] = Field(
+        None, description="SMTP server, smtp://host:port; unset: e-mail off"
+    )
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS (system CA store)")
+    smtp_user: str | None = Field(None, description="SMTP login name; unset: no login")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (secret)")
+    email_from: str | None = Field(None, description="Sender address of the e-mails")
+    email_to: CommaList[str] = Field((), description="Comma list of recipient addresses")
+    twilio_url: HttpUrl = Field("https://api.twilio.com", description="Base URL of Twilio's REST API")
+    twilio_account_sid: str | None = Field(None, description="Twilio Account SID; unset: SMS off")
+    twilio_auth_token: SecretStr | None = Field(None, description="Twilio auth token (secret)")
+    sms_from: str | None = Field(None, description="Sending number (E.164) of the SMS")
+    sms_to: CommaList[str] = Field((), description="Comma list of numbers (E.164) that get the SMS, each on its own")
+    webhook_url: SecretStr | None = Field(
+        None, description="Generic webhook URL (secret: it may hold a token); unset: webhook off"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the webhook's X-Dbopt-Signature header (secret); required with the URL"
+    )
+    slack_rate: NotifyRate = Field("20/1m", description="Slack rate limit COUNT/PERIOD (s, m, h) or none")
+    email_rate: NotifyRate = Field("10/1m", description="E-mail rate limit COUNT/PERIOD or none")
+    sms_rate: NotifyRate = Field("5/10m", description="SMS rate limit per number, COUNT/PERIOD or none")
+    pagerduty_rate: NotifyRate = Field("none", description="PagerDuty rate limit COUNT/PERIOD or none")
+    webhook_rate: NotifyRate = Field("none", description="Webhook rate limit COUNT/PERIOD or none")
+    timeout_s: float = Field(10.0, gt=0, description="Longest wait for one delivery attempt (s)")
+    max_attempts: int = Field(8, ge=1, description="Attempts before a delivery is given up (recorded as failed)")
+    retry_base_s: float = Field(1.0, gt=0, description="Wait after the first failed attempt; doubles each time (s)")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest wait between two attempts, Retry-After aside (s)")
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failed attempts that open a channel's breaker")
+    breaker_cooldown_s: float = Field(60.0, gt=0, description="Open breaker: wait before one probe attempt (s)")
+    idle_poll_s: float = Field(1.0, gt=0, description="A channel worker looks at the ledger at least this often (s)")
+    result_statuses: CommaList[
+        Literal["applied", "rejected", "deferred", "failed", "duplicate", "rolled_back", "kept"]
+    ] = Field(
+        ("applied", "rolled_back", "failed", "deferred"),
+        description="Comma list of result statuses people are told about",
+    )
+    consumer_group: Annotated[str, Env("DBOPT_NOTIFY_GROUP")] = Field(
+        "dbopt-notify", min_length=1, description="Kafka consumer group of dbopt notify"
+    )
+    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
+    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
+
+
+class Settings(Overridable, BaseSettings):
+    """Every dbopt setting. Built from the environment by :func:`load_settings` only."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DBOPT_", frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
+
+    kafka_bootstrap: Annotated[str, AfterValidator(_bootstrap)] = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers, a comma-separated host:port list"
+    )
+    database_url: Annotated[SecretUrl, AfterValidator(_database_url)] = Field(
+        SecretUrl("postgresql://dbopt:dbopt@127.0.0.1:15432/dbopt"),
+        description="Target database, postgresql://user:password@host:port/database (secret: password masked)",
+    )
+    database_search_path: CommaList[Annotated[str, AfterValidator(_schema_name)]] = Field(
+        ("public",),
+        min_length=1,
+        description="Comma list of schemas pinned as search_path on every dbopt connection: resolves unqualified "
+        "table names in services' statements; the demo creates its tables in the first (see streams/db.py)",
+    )
+    schema_registry_url: Annotated[str | None, AfterValidator(_registry_url)] = Field(
+        None, description="Schema registry (Confluent wire format); unset: Avro single-object encoding"
+    )
+    topics: Topics = Field(default_factory=Topics, description="Topic names")
+    topic_policy: TopicPolicy = Field(default_factory=TopicPolicy, description="How topics are created")
+    sdk_buffer_messages: int = Field(100_000, ge=1, description="Events the SDK producer buffers before dropping")
+    sdk_linger_ms: int = Field(20, ge=0, description="How long the SDK producer waits to fill a batch (ms)")
+    sdk_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "zstd", description="Compression of the SDK producer's batches: none, gzip, snappy, lz4, zstd"
+    )
+    sdk_statement_cache: int = Field(4096, ge=1, description="Normalized statements cached by the SDK")
+    timezone: Annotated[str, AfterValidator(_known_zone)] = Field(
+        "UTC", description="The platform's local time zone (IANA name), for seasons and freeze days"
+    )
+    freeze_weekdays: Annotated[CommaList[Weekday], BeforeValidator(_weekday_names)] = Field(
+        ("sat",),
+        description="Comma list of wedding days (mon..sun) when no automatic schema change runs; empty: none",
+    )
+    command_key: SecretStr | None = Field(
+        None, description="HMAC key that signs and verifies executor commands (secret)"
+    )
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingest limits")
+    domain: DomainSettings = Field(default_factory=DomainSettings, description="Business contexts and SLOs")
+    detect: DetectSettings = Field(default_factory=DetectSettings, description="Alert conditions")
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings, description="The executor")
+    advise: AdviseSettings = Field(default_factory=AdviseSettings, description="The advisor")
+    windows: WindowSettings = Field(default_factory=WindowSettings, description="Windows and the worker")
+    notify: NotifySettings = Field(default_factory=NotifySettings, description="dbopt notify")
+    ui_url: Annotated[str | None, AfterValidator(_registry_url)] = Field(
+        None, description="Base URL of the live page, linked from notifications; unset: no link"
+    )
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings, description="The OpenTelemetry receiver")
+
+    @model_validator(mode="after")
+    def _own_schema_not_searched(self) -> Self:
+        if self.executor.audit_schema in self.database_search_path:
+            raise ValueError(
+                f"DBOPT_DATABASE_SEARCH_PATH={','.join(self.database_search_path)!r} holds dbopt's own schema "
+                f"(DBOPT_AUDIT_SCHEMA={self.executor.audit_schema!r})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the constructor's arguments: the environment comes in through load_settings()."""
+        return (init_settings,)
+
+
+# ---------------------------------------------------------------------------------------------
+# variables: every setting's DBOPT_* name
 
 
 @dataclass(frozen=True)
-class Settings:
-    kafka_bootstrap: str = "127.0.0.1:19092"
-    database_url: str = "postgresql://dbopt:dbopt@127.0.0.1:15432/dbopt"
-    # DBOPT_DATABASE_SEARCH_PATH: pinned on every dbopt connection; resolves unqualified table names
-    # in services' statements; the demo creates its tables in the first schema (see streams/db.py)
-    database_search_path: tuple[str, ...] = ("public",)
-    schema_registry_url: str | None = None
-    topics: Topics = field(default_factory=Topics)
-    topic_policy: TopicPolicy = field(default_factory=TopicPolicy)
-    # SDK producer
-    sdk_buffer_messages: int = 100_000
-    sdk_linger_ms: int = 20
-    sdk_compression: str = "zstd"
-    sdk_statement_cache: int = 4096
-    # platform calendar
-    timezone: str = "UTC"
-    freeze_weekdays: tuple[str, ...] = ("sat",)
-    # command signing
-    command_key: str | None = None
-    # ingest, business domain, detector
-    ingest: IngestSettings = field(default_factory=IngestSettings)
-    domain: DomainSettings = field(default_factory=DomainSettings)
-    detect: DetectSettings = field(default_factory=DetectSettings)
-    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    advise: AdviseSettings = field(default_factory=AdviseSettings)
-    windows: WindowSettings = field(default_factory=WindowSettings)
+class Variable:
+    """One setting's variable: its name, where the value lives in Settings, its declaration."""
 
-    def with_overrides(self, **changes: object) -> "Settings":
-        return replace(self, **changes)
+    name: str
+    path: tuple[str, ...]  # attribute path: ("executor", "lock_timeout_ms")
+    owner: type[BaseModel]  # the class declaring the field: ExecutorSettings
+    field: FieldInfo
+
+    @property
+    def secret(self) -> bool:
+        return _holds_secret(self.field.annotation)
+
+    @property
+    def empty_is_a_value(self) -> bool:
+        """An empty variable is an unset one, except for a comma list (then: the empty list)."""
+        return any(getattr(m, "func", None) is _split_commas for m in self.field.metadata)
 
 
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+def _holds_secret(annotation: object) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, SecretStr):
+        return True
+    return any(_holds_secret(arg) for arg in get_args(annotation))
 
 
-def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
+def _variables(model: type[BaseModel], prefix: str, path: tuple[str, ...] = ()) -> dict[str, Variable]:
+    found: dict[str, Variable] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Group):
+            inner = _variables(annotation, annotation.env_prefix, (*path, name))
+        else:
+            env = next((m.name for m in field.metadata if isinstance(m, Env)), prefix + name.upper())
+            inner = {env: Variable(env, (*path, name), model, field)}
+        clash = found.keys() & inner.keys()
+        if clash:
+            raise TypeError(f"settings declare the variable(s) {sorted(clash)} twice")
+        found.update(inner)
+    return found
+
+
+VARIABLES: dict[str, Variable] = _variables(Settings, Settings.model_config["env_prefix"])
+_BY_FIELD: dict[tuple[type[BaseModel], str], Variable] = {(v.owner, v.path[-1]): v for v in VARIABLES.values()}
+
+
+def _variable_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> Variable | None:
+    """The variable of an error location (``("executor", "lock_timeout_ms")``) inside ``model``."""
+    for part in map(str, loc):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Group):
+            model = field.annotation
+            continue
+        return _BY_FIELD.get((model, part))
+    return None
+
+
+def value_at(settings: Settings, variable: Variable) -> Any:
+    value: Any = settings
+    for part in variable.path:
+        value = getattr(value, part)
+    return value
+
+
+class DboptEnvSource(PydanticBaseSettingsSource):
+    """The settings found in a mapping of ``DBOPT_*`` variables, nested like :class:`Settings`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError("DboptEnvSource reads every variable at once, in __call__")
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, variable in VARIABLES.items():
+            raw = self.environ.get(name)
+            if raw is None or (raw == "" and not variable.empty_is_a_value):
+                continue
+            node = values
+            for part in variable.path[:-1]:
+                node = node.setdefault(part, {})
+            node[variable.path[-1]] = raw
+        return values
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory and the environment
+
+
+def _is_this_project(pyproject: Path) -> bool:
+    try:
+        return tomllib.loads(pyproject.read_text()).get("project", {}).get("name") == PROJECT_NAME
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def _in_site_packages(path: Path) -> bool:
+    return any(part in ("site-packages", "dist-packages") for part in path.parts)
+
+
+def run_dir(cwd: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where dbopt keeps local state (``env``, the dev servers' data, demo logs, Faust stores).
+
+    ``DBOPT_RUN_DIR`` if set; else the ``.run/`` of the current project: the first directory
+    from ``cwd`` upwards that holds this project's ``pyproject.toml`` or already has a ``.run/``;
+    else ``./.run``. Never inside an installed package (site-packages).
+    """
+    if environ.get("DBOPT_RUN_DIR"):
+        return Path(environ["DBOPT_RUN_DIR"]).expanduser().absolute()
+    start = (cwd or Path.cwd()).absolute()
+    for directory in (start, *start.parents):
+        if _in_site_packages(directory):
+            continue
+        if (directory / ".run").is_dir() or _is_this_project(directory / "pyproject.toml"):
+            return directory / ".run"
+    if _in_site_packages(start):
+        raise ConfigError(f"no run directory for {start} (inside an installed package): set DBOPT_RUN_DIR")
+    return start / ".run"
+
+
+def env_file(cwd: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The ``KEY=value`` file ``make up`` writes with the local servers' addresses."""
+    return run_dir(cwd, environ) / "env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
     """Parse a ``KEY=value`` file as written by ``make up`` (no shell expansion)."""
     values: dict[str, str] = {}
     if not path.exists():
@@ -250,263 +787,66 @@ def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
     return values
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+@dataclass(frozen=True)
+class Environment:
+    """The ``DBOPT_*`` variables settings are read from, and where each came from."""
+
+    values: dict[str, str]
+    origins: dict[str, str]  # name -> "environment" or the env file's path
+
+    @classmethod
+    def current(cls) -> "Environment":
+        """The process environment over the run directory's env file."""
+        path = env_file()
+        from_file = {k: v for k, v in read_env_file(path).items() if k.startswith("DBOPT_")}
+        from_process = {k: v for k, v in os.environ.items() if k.startswith("DBOPT_")}
+        origins = {**dict.fromkeys(from_file, str(path)), **dict.fromkeys(from_process, "environment")}
+        return cls({**from_file, **from_process}, origins)
+
+
+def _check_names(env: Environment) -> None:
+    known = [*VARIABLES, *OTHER_VARIABLES]
+    for name in sorted(env.values):
+        if name.startswith("DBOPT_") and name not in known:
+            near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else "; `dbopt config` lists every setting"
+            where = env.origins.get(name, "the environment")
+            raise ConfigError(f"unknown variable {name} (in {where}){hint}")
+
+
+def _describe(exc: ValidationError, model: type[BaseModel], env: Mapping[str, str]) -> str:
+    """The problems, each naming its variable; never a secret's value."""
+    lines: dict[str, str] = {}  # the first problem of each variable
+    for error in exc.errors(include_url=False):
+        variable = _variable_at(model, error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if variable is None:
+            lines.setdefault(message, message)
+        elif variable.secret:
+            lines.setdefault(variable.name, f"{variable.name}: {message}")
+        else:
+            shown = env.get(variable.name, error["input"])
+            lines.setdefault(variable.name, f"{variable.name}={shown!r}: {message}")
+    return "; ".join(lines.values())
+
+
+def _validated(model: type[BaseModel], build: Callable[[], S], env: Mapping[str, str] | None = None) -> S:
     try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
+        return build()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, model, env or {})) from None
 
 
-def _weekdays(raw: str) -> tuple[str, ...]:
-    days = tuple(d.strip().lower()[:3] for d in raw.split(",") if d.strip())
-    unknown = [d for d in days if d not in _WEEKDAYS]
-    if unknown:
-        raise ConfigError(f"DBOPT_FREEZE_WEEKDAYS has unknown day(s) {unknown}; use {','.join(_WEEKDAYS)}")
-    return days
+def load_settings(env: Mapping[str, str] | Environment | None = None) -> Settings:
+    """Settings from ``env`` (default: :meth:`Environment.current`, the process environment over
+    ``.run/env``); a plain mapping is all there is (nothing else is read).
 
-
-def _search_path(env: Mapping[str, str], default: tuple[str, ...], audit_schema: str) -> tuple[str, ...]:
-    raw = env.get("DBOPT_DATABASE_SEARCH_PATH")
-    if raw is None or raw.strip() == "":
-        return default
-    path = tuple(s.strip() for s in raw.split(","))
-    for schema in path:
-        if not re.fullmatch(r"[a-z_][a-z0-9_$]{0,62}", schema) or schema.startswith("pg_"):
-            raise ConfigError(
-                f"DBOPT_DATABASE_SEARCH_PATH={raw!r}: {schema!r} is not a plain lowercase schema name"
-            )
-    if audit_schema in path:
-        raise ConfigError(f"DBOPT_DATABASE_SEARCH_PATH={raw!r} holds dbopt's own schema (DBOPT_AUDIT_SCHEMA)")
-    return path
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{name}={value} must be a finite number of at least {minimum}")
-    return value
-
-
-def _json_object(env: Mapping[str, str], name: str) -> dict[str, object] | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _positive_numbers(env: Mapping[str, str], name: str, defaults: Mapping[str, float]) -> dict[str, float]:
-    """``defaults`` updated from a JSON object of positive numbers in ``name``."""
-    merged = dict(defaults)
-    for key, value in (_json_object(env, name) or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name}: {key!r} must be a positive number, got {value!r}")
-        merged[key] = float(value)
-    return merged
-
-
-def _context_rules(env: Mapping[str, str]) -> tuple[ContextRule, ...]:
-    """DBOPT_CONTEXT_RULES: ``{"booking": {"criticality": "critical", "tables": ["bookings"]}, ...}``.
-
-    Replaces the default rules; object order is the tie-break between equally critical contexts.
+    Raises :class:`ConfigError` naming the variable for an unknown ``DBOPT_*`` name or a bad value.
     """
-    name = "DBOPT_CONTEXT_RULES"
-    spec = _json_object(env, name)
-    if spec is None:
-        return DEFAULT_CONTEXT_RULES
-    rules = []
-    for context, rule in spec.items():
-        if not isinstance(rule, dict) or set(rule) != {"criticality", "tables"}:
-            raise ConfigError(f"{name}: {context!r} needs exactly the keys 'criticality' and 'tables'")
-        if rule["criticality"] not in CRITICALITIES:
-            raise ConfigError(f"{name}: {context!r} criticality must be one of {CRITICALITIES}")
-        tables = rule["tables"]
-        if not isinstance(tables, list) or not all(isinstance(t, str) and t for t in tables):
-            raise ConfigError(f"{name}: {context!r} tables must be a list of table names")
-        rules.append(ContextRule(context, rule["criticality"], tuple(t.lower() for t in tables)))
-    return tuple(rules)
-
-
-def _domain(env: Mapping[str, str]) -> DomainSettings:
-    base = DomainSettings()
-    criticality = env.get("DBOPT_DEFAULT_CRITICALITY", base.default_criticality)
-    if criticality not in CRITICALITIES:
-        raise ConfigError(f"DBOPT_DEFAULT_CRITICALITY={criticality!r} must be one of {CRITICALITIES}")
-    multipliers = _positive_numbers(env, "DBOPT_SEASON_SLO_MULTIPLIERS", base.season_slo_multipliers)
-    unknown = set(multipliers) - set(SEASONS)
-    if unknown:
-        raise ConfigError(f"DBOPT_SEASON_SLO_MULTIPLIERS has unknown season(s) {sorted(unknown)}; use {SEASONS}")
-    return DomainSettings(
-        context_rules=_context_rules(env),
-        default_context=env.get("DBOPT_DEFAULT_CONTEXT", base.default_context),
-        default_criticality=criticality,
-        slo_p95_ms=_positive_numbers(env, "DBOPT_SLO_P95_MS", base.slo_p95_ms),
-        default_slo_p95_ms=_float(env, "DBOPT_SLO_DEFAULT_P95_MS", base.default_slo_p95_ms, 0.001),
-        season_slo_multipliers=multipliers,
-    )
-
-
-def _ingest(env: Mapping[str, str]) -> IngestSettings:
-    base = IngestSettings()
-    types = env.get("DBOPT_INGEST_STATEMENT_TYPES")
-    return IngestSettings(
-        max_age_ms=_int(env, "DBOPT_INGEST_MAX_AGE_MS", base.max_age_ms, 1),
-        max_future_skew_ms=_int(env, "DBOPT_INGEST_MAX_FUTURE_SKEW_MS", base.max_future_skew_ms, 0),
-        max_query_text=_int(env, "DBOPT_INGEST_MAX_QUERY_TEXT", base.max_query_text, 1),
-        max_tables=_int(env, "DBOPT_INGEST_MAX_TABLES", base.max_tables, 1),
-        max_string=_int(env, "DBOPT_INGEST_MAX_STRING", base.max_string, 1),
-        max_fingerprints_per_service=_int(
-            env, "DBOPT_INGEST_MAX_FINGERPRINTS_PER_SERVICE", base.max_fingerprints_per_service, 1
-        ),
-        statement_types=base.statement_types
-        if types is None
-        else tuple(t.strip().upper() for t in types.split(",") if t.strip()),
-        statement_cache=_int(env, "DBOPT_INGEST_STATEMENT_CACHE", base.statement_cache, 1),
-    )
-
-
-def _detect(env: Mapping[str, str]) -> DetectSettings:
-    base = DetectSettings()
-    kinds = env.get("DBOPT_DETECT_WINDOW_KINDS")
-    window_kinds = base.window_kinds if kinds is None else tuple(k.strip() for k in kinds.split(",") if k.strip())
-    if not window_kinds or set(window_kinds) - {"tumbling", "hopping"}:
-        raise ConfigError(f"DBOPT_DETECT_WINDOW_KINDS={kinds!r}: use tumbling and/or hopping")
-    return DetectSettings(
-        window_kinds=window_kinds,
-        min_samples=_int(env, "DBOPT_DETECT_MIN_SAMPLES", base.min_samples, 1),
-        fire_after=_int(env, "DBOPT_DETECT_FIRE_AFTER", base.fire_after, 1),
-        resolve_after=_int(env, "DBOPT_DETECT_RESOLVE_AFTER", base.resolve_after, 1),
-        regression_factor=_float(env, "DBOPT_DETECT_REGRESSION_FACTOR", base.regression_factor, 1.0),
-        regression_floor_ms=_float(env, "DBOPT_DETECT_REGRESSION_FLOOR_MS", base.regression_floor_ms),
-        baseline_windows=_int(env, "DBOPT_DETECT_BASELINE_WINDOWS", base.baseline_windows, 1),
-        baseline_min_windows=_int(env, "DBOPT_DETECT_BASELINE_MIN_WINDOWS", base.baseline_min_windows, 1),
-    )
-
-
-def _executor(env: Mapping[str, str]) -> ExecutorSettings:
-    base = ExecutorSettings()
-    level = env.get("DBOPT_AGGRESSIVENESS", base.aggressiveness).strip().lower()
-    if level not in AGGRESSIVENESS_LEVELS:
-        raise ConfigError(f"DBOPT_AGGRESSIVENESS={level!r}: use one of {', '.join(AGGRESSIVENESS_LEVELS)}")
-    return ExecutorSettings(
-        aggressiveness=level,
-        max_indexes_per_table=_int(env, "DBOPT_MAX_INDEXES_PER_TABLE", base.max_indexes_per_table, 1),
-        lock_timeout_ms=_int(env, "DBOPT_EXECUTOR_LOCK_TIMEOUT_MS", base.lock_timeout_ms, 1),
-        statement_timeout_ms=_int(env, "DBOPT_EXECUTOR_STATEMENT_TIMEOUT_MS", base.statement_timeout_ms, 1),
-        executor_id=env.get("DBOPT_EXECUTOR_ID", base.executor_id),
-        audit_schema=env.get("DBOPT_AUDIT_SCHEMA", base.audit_schema),
-        consumer_group=env.get("DBOPT_EXECUTOR_GROUP", base.consumer_group),
-        poll_timeout_s=_float(env, "DBOPT_EXECUTOR_POLL_TIMEOUT_S", base.poll_timeout_s, 0.01),
-        db_retry_max_s=_float(env, "DBOPT_EXECUTOR_DB_RETRY_MAX_S", base.db_retry_max_s, 0.1),
-        deferred_recheck_s=_float(env, "DBOPT_EXECUTOR_DEFERRED_RECHECK_S", base.deferred_recheck_s, 0.1),
-        advisory_lock_key=_int(env, "DBOPT_EXECUTOR_LOCK_KEY", base.advisory_lock_key, 0),
-    )
-
-
-def _windows(env: Mapping[str, str]) -> WindowSettings:
-    base = WindowSettings()
-    hop = _int(env, "DBOPT_WINDOW_HOP_MS", base.hop_ms, 1)
-    hopping = _int(env, "DBOPT_WINDOW_HOPPING_MS", base.hopping_ms, 1)
-    if hopping % hop:
-        raise ConfigError(f"DBOPT_WINDOW_HOPPING_MS={hopping} must be a multiple of DBOPT_WINDOW_HOP_MS={hop}")
-    store = env.get("DBOPT_WORKER_STORE", base.store)
-    if store not in ("rocksdb://", "memory://"):
-        raise ConfigError(f"DBOPT_WORKER_STORE={store!r}: use rocksdb:// or memory://")
-    return WindowSettings(
-        tumbling_ms=_int(env, "DBOPT_WINDOW_TUMBLING_MS", base.tumbling_ms, 1),
-        hop_ms=hop,
-        hopping_ms=hopping,
-        grace_ms=_int(env, "DBOPT_WINDOW_GRACE_MS", base.grace_ms, 0),
-        idle_timeout_ms=_int(env, "DBOPT_WINDOW_IDLE_TIMEOUT_MS", base.idle_timeout_ms, 0),
-        tick_interval_ms=_int(env, "DBOPT_WORKER_TICK_INTERVAL_MS", base.tick_interval_ms, 10),
-        app_id=env.get("DBOPT_WORKER_APP_ID", base.app_id),
-        store=store,
-        data_dir=env.get("DBOPT_WORKER_DATA_DIR") or None,
-        web_host=env.get("DBOPT_WORKER_WEB_HOST", base.web_host),
-        web_port=_int(env, "DBOPT_WORKER_WEB_PORT", base.web_port, 1),
-        batch_max=_int(env, "DBOPT_WORKER_BATCH_MAX", base.batch_max, 1),
-        batch_within_ms=_int(env, "DBOPT_WORKER_BATCH_WITHIN_MS", base.batch_within_ms, 1),
-    )
-
-
-def _advise(env: Mapping[str, str]) -> AdviseSettings:
-    base = AdviseSettings()
-    improvement = _float(env, "DBOPT_ADVISE_MIN_IMPROVEMENT", base.min_improvement)
-    if not 0 < improvement < 1:
-        raise ConfigError(f"DBOPT_ADVISE_MIN_IMPROVEMENT={improvement} must be between 0 and 1 (a fraction)")
-    return AdviseSettings(
-        min_cost=_float(env, "DBOPT_ADVISE_MIN_COST", base.min_cost),
-        min_improvement=improvement,
-        max_index_columns=_int(env, "DBOPT_ADVISE_MAX_INDEX_COLUMNS", base.max_index_columns, 1),
-        index_write_cost=_float(env, "DBOPT_ADVISE_INDEX_WRITE_COST", base.index_write_cost),
-        stale_ratio=_float(env, "DBOPT_ADVISE_STALE_RATIO", base.stale_ratio),
-        stale_min_rows=_int(env, "DBOPT_ADVISE_STALE_MIN_ROWS", base.stale_min_rows),
-        statement_timeout_ms=_int(env, "DBOPT_ADVISE_STATEMENT_TIMEOUT_MS", base.statement_timeout_ms, 1),
-        verify_windows=_int(env, "DBOPT_ADVISE_VERIFY_WINDOWS", base.verify_windows, 1),
-        verify_min_gain=_float(env, "DBOPT_ADVISE_VERIFY_MIN_GAIN", base.verify_min_gain),
-        write_tolerance=_float(env, "DBOPT_ADVISE_WRITE_TOLERANCE", base.write_tolerance),
-        write_floor_ms=_float(env, "DBOPT_ADVISE_WRITE_FLOOR_MS", base.write_floor_ms),
-        verify_timeout_s=_float(env, "DBOPT_ADVISE_VERIFY_TIMEOUT_S", base.verify_timeout_s, 1.0),
-        history_windows=_int(env, "DBOPT_ADVISE_HISTORY_WINDOWS", base.history_windows, 2),
-        consumer_group=env.get("DBOPT_ADVISOR_GROUP", base.consumer_group),
-        poll_timeout_s=_float(env, "DBOPT_ADVISE_POLL_TIMEOUT_S", base.poll_timeout_s, 0.01),
-    )
-
-
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from ``env`` (default: the process environment over ``.run/env``)."""
     if env is None:
-        env = {**read_env_file(), **os.environ}
-    base = Settings()
-    topics = Topics(
-        **{
-            name: env.get(f"DBOPT_TOPIC_{name.upper()}", default)
-            for name, default in Topics().all().items()
-        }
-    )
-    policy = TopicPolicy(
-        partitions=_int(env, "DBOPT_TOPIC_PARTITIONS", TopicPolicy.partitions, 1),
-        replication=_int(env, "DBOPT_TOPIC_REPLICATION", TopicPolicy.replication, 1),
-        retention_ms=_int(env, "DBOPT_TOPIC_RETENTION_MS", TopicPolicy.retention_ms, 1),
-        dlq_retention_ms=_int(env, "DBOPT_DLQ_RETENTION_MS", TopicPolicy.dlq_retention_ms, 1),
-        command_retention_ms=_int(env, "DBOPT_COMMAND_RETENTION_MS", TopicPolicy.command_retention_ms, 1),
-    )
-    freeze = env.get("DBOPT_FREEZE_WEEKDAYS")
-    return Settings(
-        kafka_bootstrap=env.get("DBOPT_KAFKA_BOOTSTRAP", base.kafka_bootstrap),
-        database_url=env.get("DBOPT_DATABASE_URL", base.database_url),
-        database_search_path=_search_path(env, base.database_search_path, env.get("DBOPT_AUDIT_SCHEMA", ExecutorSettings.audit_schema)),
-        schema_registry_url=env.get("DBOPT_SCHEMA_REGISTRY_URL") or None,
-        topics=topics,
-        topic_policy=policy,
-        sdk_buffer_messages=_int(env, "DBOPT_SDK_BUFFER_MESSAGES", base.sdk_buffer_messages, 1),
-        sdk_linger_ms=_int(env, "DBOPT_SDK_LINGER_MS", base.sdk_linger_ms, 0),
-        sdk_compression=env.get("DBOPT_SDK_COMPRESSION", base.sdk_compression),
-        sdk_statement_cache=_int(env, "DBOPT_SDK_STATEMENT_CACHE", base.sdk_statement_cache, 1),
-        timezone=env.get("DBOPT_TIMEZONE", base.timezone),
-        freeze_weekdays=base.freeze_weekdays if freeze is None else _weekdays(freeze),
-        command_key=env.get("DBOPT_COMMAND_KEY") or None,
-        ingest=_ingest(env),
-        domain=_domain(env),
-        detect=_detect(env),
-        executor=_executor(env),
-        advise=_advise(env),
-        windows=_windows(env),
-    )
+        environment = Environment.current()
+    else:
+        environment = env if isinstance(env, Environment) else Environment(dict(env), {})
+    _check_names(environment)
+    source = DboptEnvSource(Settings, environment.values)
+    return _validated(Settings, lambda: Settings(**source()), environment.values)

@@ -17,7 +17,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The process environment that makes ``load_settings()`` in a child see ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBOPT_")}
     env["DBOPT_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    env["DBOPT_DATABASE_URL"] = settings.database_url
+    env["DBOPT_DATABASE_URL"] = settings.database_url.get_secret_value()
     env["DBOPT_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url or ""
     for key, name in settings.topics.all().items():
         env[f"DBOPT_TOPIC_{key.upper()}"] = name

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from dataclasses import replace
 from typing import Iterator
 
 import pytest
@@ -37,11 +36,10 @@ def unique_topics(infra: Settings) -> Topics:
 @pytest.fixture
 def settings(infra: Settings, unique_topics: Topics) -> Iterator[Settings]:
     """Settings with this test's private topics; the topics are deleted afterwards."""
-    from confluent_kafka.admin import AdminClient
+    from streams.kafka import clients
 
-    test_settings = replace(infra, topics=unique_topics)
-    yield test_settings
-    admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
+    yield infra.with_overrides(topics=unique_topics)
+    admin = clients.admin(infra)
     present = admin.list_topics(timeout=10).topics
     names = [n for n in unique_topics.all().values() if n in present]
     if names:
@@ -50,16 +48,27 @@ def settings(infra: Settings, unique_topics: Topics) -> Iterator[Settings]:
 
 
 @pytest.fixture
+def created_topics(settings: Settings) -> Settings:
+    """``settings`` whose private topics exist with the configured layout: brokers (the dev broker
+    too) do not create a topic on first use, so a test that produces with a plain producer needs them."""
+    from streams.kafka.topics import ensure_topics
+
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
 def scratch_db(infra: Settings) -> Iterator[str]:
     """URL of a new, empty database (dropped afterwards)."""
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+    url = infra.database_url.get_secret_value()
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = infra.database_url.rpartition("/")
+    base, _, _ = url.rpartition("/")
     yield f"{base}/{name}"
-    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from streams.config import ENV_FILE, RUN_DIR
+from streams.config import env_file, run_dir
 
 from .kafka import DEFAULT_KAFKA_VERSION, KafkaBroker
 from .postgres import PostgresCluster
@@ -16,19 +16,19 @@ from .registry import DEFAULT_REGISTRY_VERSION, SchemaRegistry
 
 def _services() -> tuple[KafkaBroker, PostgresCluster]:
     kafka = KafkaBroker(
-        run_dir=RUN_DIR,
+        run_dir=run_dir(),
         version=os.environ.get("KAFKA_VERSION", DEFAULT_KAFKA_VERSION),
         port=int(os.environ.get("DBOPT_KAFKA_PORT", "19092")),
         controller_port=int(os.environ.get("DBOPT_KAFKA_CONTROLLER_PORT", "19093")),
     )
-    postgres = PostgresCluster(run_dir=RUN_DIR, port=int(os.environ.get("DBOPT_PG_PORT", "15432")))
+    postgres = PostgresCluster(run_dir=run_dir(), port=int(os.environ.get("DBOPT_PG_PORT", "15432")))
     return kafka, postgres
 
 
 def registry() -> SchemaRegistry:
     """The optional schema registry (``up --with-registry``); tests start it themselves."""
     return SchemaRegistry(
-        run_dir=RUN_DIR,
+        run_dir=run_dir(),
         version=os.environ.get("DBOPT_REGISTRY_VERSION", DEFAULT_REGISTRY_VERSION),
         port=int(os.environ.get("DBOPT_SCHEMA_REGISTRY_PORT", "18081")),
     )
@@ -36,7 +36,7 @@ def registry() -> SchemaRegistry:
 
 def up(with_registry: bool = False) -> None:
     kafka, postgres = _services()
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    run_dir().mkdir(parents=True, exist_ok=True)
     postgres.start()
     kafka.start()
     lines = [f"DBOPT_KAFKA_BOOTSTRAP={kafka.bootstrap}", f"DBOPT_DATABASE_URL={postgres.url}"]
@@ -45,8 +45,8 @@ def up(with_registry: bool = False) -> None:
         reg.start()
         # only then do dbopt commands switch to the Confluent wire format
         lines.append(f"DBOPT_SCHEMA_REGISTRY_URL={reg.url}")
-    ENV_FILE.write_text("\n".join(lines) + "\n")
-    print(f"wrote {ENV_FILE}")
+    env_file().write_text("\n".join(lines) + "\n")
+    print(f"wrote {env_file()}")
 
 
 def down() -> None:

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 from streams.config import Settings
 from streams.domain.slo import season as _season_of
+from streams.domain.vocabulary import WEEKDAYS, Season, Weekday
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CEREMONY_START = time(8, 0)
 CEREMONY_END = time(22, 0)
 
@@ -42,7 +42,7 @@ class WeddingCriticality(IntEnum):
 @dataclass(frozen=True)
 class Calendar:
     timezone: str = "UTC"
-    freeze_weekdays: tuple[str, ...] = ("sat",)
+    freeze_weekdays: tuple[Weekday, ...] = ("sat",)
     clock: Clock = field(default=system_clock, compare=False)
 
     @classmethod
@@ -56,7 +56,7 @@ class Calendar:
             raise ValueError("the calendar clock must return an aware datetime")
         return instant.astimezone(ZoneInfo(self.timezone))
 
-    def season(self, at: datetime | None = None) -> str:
+    def season(self, at: datetime | None = None) -> Season:
         """``peak`` (Apr-Oct), ``proposal`` (Nov-Feb) or ``off`` (March)."""
         local = at or self.now()
         return _season_of(int(local.timestamp() * 1000), self.timezone)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from streams.config import CRITICALITIES, DomainSettings
+from streams.config import DomainSettings
+from streams.domain.vocabulary import CRITICALITIES
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,13 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from streams.config import DomainSettings
+from streams.domain.vocabulary import Season
 
 _PEAK_MONTHS = range(4, 11)  # April..October
 _PROPOSAL_MONTHS = (11, 12, 1, 2)
 
 
-def season(epoch_ms: int, timezone: str) -> str:
+def season(epoch_ms: int, timezone: str) -> Season:
     """``peak``, ``proposal`` or ``off`` for an instant, judged in the platform's time zone."""
     month = datetime.fromtimestamp(epoch_ms / 1000, ZoneInfo(timezone)).month
     if month in _PEAK_MONTHS:
