@@ -51,7 +51,7 @@ def connect(
     ``session`` holds further settings fixed for the session (e.g. ``statement_timeout``).
     ``options`` and ``connect_timeout`` already in the URL are kept; the search path is pinned last.
     """
-    conninfo = url or settings.database_url
+    conninfo = url or settings.database_url.get_secret_value()
     params = conninfo_to_dict(conninfo)
     pinned = {**(session or {}), "search_path": ",".join(settings.database_search_path)}
     options = " ".join([str(params.get("options") or ""), *(_option(k, v) for k, v in pinned.items())]).strip()
