@@ -201,6 +201,7 @@ def test_produce_from_stdin_all_good(settings: Settings) -> None:
     assert json.loads(out.stdout)["service"] == "cli-service"
 
 
+@pytest.mark.usefixtures("created_topics")
 def test_tail_reports_undecodable_records(settings: Settings) -> None:
     topic = settings.topics.dlq
     letter = EXAMPLES["DeadLetter"][0]
@@ -217,6 +218,7 @@ def test_tail_reports_undecodable_records(settings: Settings) -> None:
     assert shown["received_at"] == iso_from_ms(letter["received_at"])
 
 
+@pytest.mark.usefixtures("created_topics")
 def test_tail_without_from_beginning_shows_only_new_records(settings: Settings) -> None:
     topic = settings.topics.alerts
     codec = Codec()

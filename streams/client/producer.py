@@ -5,6 +5,12 @@ librdkafka's bounded queue (``queue.buffering.max.messages``); when the queue is
 broker is down, or anything else goes wrong, the event is dropped and counted
 (``dbopt_sdk_events_dropped_total{service,reason}``), and a warning is logged at most once per
 ``log_interval_s``.
+
+At start it makes sure its topic exists with the configured layout, once per process and without
+making the service wait (:func:`streams.kafka.topics.ensure_in_background`): events emitted
+meanwhile wait in the queue and are delivered once the topic exists. A broker that is unreachable at
+start is retried in the background; a broker that refuses to create the topic gets an error in the
+log naming ``dbopt topics create``, and the events are dropped and counted (``delivery_failed``).
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import threading
 from collections import Counter as Tally
 from typing import Any, Mapping
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from streams.client.events import InvalidEvent, check_context, prepare_record, query_event
 from streams.client.metrics import EVENTS_DROPPED, EVENTS_SENT, DropLog
 from streams.config import Settings
+from streams.kafka import clients
+from streams.kafka.topics import ensure_in_background
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 
@@ -57,19 +65,18 @@ class EventProducer:
         except Exception as exc:  # a registry that is down must not stop the service; emits retry it
             log.warning("dbopt SDK: could not register QueryEvent with the schema registry yet: %s", exc)
         self._key = service.encode()
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
+        self._topic_ready = ensure_in_background(settings, ["query_events"], log)
+        self._producer = clients.producer(
+            settings,
+            **{
                 "client.id": f"dbopt-sdk-{service}",
-                "enable.idempotence": True,
-                "acks": "all",
                 "compression.type": settings.sdk_compression,
                 "linger.ms": settings.sdk_linger_ms,
                 "queue.buffering.max.messages": settings.sdk_buffer_messages,
                 # librdkafka's own lines (e.g. "connection refused") go to Python logging, not stderr
                 "logger": logging.getLogger(f"{__name__}.librdkafka"),
                 **(extra_config or {}),
-            }
+            },
         )
         self._sent_metric = EVENTS_SENT.labels(service=service)
         self._drop_log = DropLog(log, service, log_interval_s)
@@ -158,6 +165,10 @@ class EventProducer:
         return False
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def topic_ready(self, timeout: float = 0.0) -> bool:
+        """Whether the topic is known to exist, waiting up to ``timeout`` seconds (for readiness probes)."""
+        return self._topic_ready.wait(timeout)
 
     def pending(self) -> int:
         """Events queued or in flight, not yet acknowledged."""

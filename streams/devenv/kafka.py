@@ -91,7 +91,8 @@ class KafkaBroker:
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
-                    "auto.create.topics.enable=true",
+                    # topics come from `dbopt topics create` or the producing commands, with their layout
+                    "auto.create.topics.enable=false",
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=10",
                     "transaction.state.log.replication.factor=1",

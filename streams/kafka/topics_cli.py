@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 
 from confluent_kafka import KafkaException
 
-from streams.config import load_settings
+from streams.config import Settings, load_settings
 from streams.cli_args import positive_float
 
-from .topics import ensure_topics, topic_specs
+from .topics import TopicsUnavailable, ensure_for_producing, ensure_topics, mismatch_warnings, topic_specs
 
 HELP = "create every dbopt topic with the configured partitions, retention and cleanup policy (idempotent)"
 
@@ -37,8 +38,23 @@ def run(args: argparse.Namespace) -> int:
               f"cleanup={policy} retention.ms={spec.config['retention.ms']}")
     for name in report.existing:
         print(f"exists   {name}")
-    for name, (have, want) in report.partition_mismatch.items():
-        print(f"warning: {name} has {have} partitions, the configuration asks for {want} "
-              "(Kafka cannot shrink a topic; change DBOPT_TOPIC_PARTITIONS or recreate it)", file=sys.stderr)
+    for line in mismatch_warnings(report):
+        print(line, file=sys.stderr)
     print(f"{len(report.created)} created, {len(report.existing)} already existed")
     return 0
+
+
+def ready_to_produce(settings: Settings, keys: Collection[str], command: str, *, timeout: float = 30.0) -> bool:
+    """What a producing command runs first: its topics exist with the configured layout.
+
+    Warnings (an existing topic with another partition count) and the error (topics that can be
+    neither found nor created, naming ``dbopt topics create``) go to stderr, prefixed by ``command``.
+    """
+    try:
+        report = ensure_for_producing(settings, keys, timeout=timeout)
+    except TopicsUnavailable as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return False
+    for line in mismatch_warnings(report):
+        print(line, file=sys.stderr)
+    return True
