@@ -142,19 +142,21 @@ def _bootstrap(value: str) -> str:
     return ",".join(servers)
 
 
-def _url(value: str, schemes: tuple[str, ...], what: str) -> str:
+def _url(value: str, schemes: tuple[str, ...], what: str, *, host_required: bool = True) -> str:
     parts = urlsplit(value)
     try:
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         port_ok = False
-    if parts.scheme not in schemes or not parts.hostname or not port_ok:
+    if parts.scheme not in schemes or (host_required and not parts.hostname) or not port_ok:
         raise ValueError(f"must be {what}")
     return value
 
 
 def _database_url(value: SecretStr) -> SecretStr:
-    _url(value.get_secret_value(), ("postgresql", "postgres"), "a postgresql://user:password@host:port/database URL")
+    # no host is libpq's local socket (postgresql:///db)
+    what = "a postgresql://user:password@host:port/database URL"
+    _url(value.get_secret_value(), ("postgresql", "postgres"), what, host_required=False)
     return value
 
 

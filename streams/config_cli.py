@@ -1,4 +1,4 @@
-"""``dbopt config``: the effective settings, one ``DBOPT_NAME=value`` line each, secrets masked.
+"""``dbopt config``: the effective settings, one ``NAME=value`` line per variable, secrets masked.
 
 Each line says where its value comes from: ``# environment``, ``# <path of .run/env>`` or
 ``# default``. An invalid or unknown ``DBOPT_*`` variable is reported like in every command
