@@ -133,7 +133,7 @@ def worker_drain(settings: Settings, topic: str, events: int) -> tuple[float, fl
     log = Path(tempfile.mkstemp(prefix="dbopt-bench-worker-", suffix=".log")[1])
     launched = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--log-level", "warning"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             t10 = None

@@ -7,17 +7,37 @@ Each sub-command lives in the module of its stage and exposes::
     def run(args: argparse.Namespace) -> int    # the exit status
 
 Modules are imported only when their command runs, so ``dbopt tail`` does not pay
-for importing Faust.
+for importing Faust. A long-running command also calls
+:func:`streams.cli_args.add_logging_arguments`; :func:`main` configures logging from those
+options (:mod:`streams.logs`) before ``run`` and turns every outcome into one of the
+documented exit statuses (:data:`EXIT_STATUSES`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
+from streams import logs
 from streams.config import ConfigError
+
+DISTRIBUTION = "dbopt"
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}    success
+  {EXIT_FAILURE}    runtime failure: broker or database unreachable, a record that does not decode,
+       a command the executor failed, an unexpected error (one line on stderr; the traceback
+       with --log-level DEBUG)
+  {EXIT_USAGE}    usage or configuration error: a wrong argument, an invalid or unknown DBOPT_*
+       setting, a topic that does not exist
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+
+log = logging.getLogger(__name__)
 
 # command name -> module implementing it (see the module docstring for the protocol)
 COMMANDS: dict[str, str] = {
@@ -32,6 +52,8 @@ COMMANDS: dict[str, str] = {
     "advisor": "streams.advise.agent",
     "command": "streams.execute.command_cli",
     "executor": "streams.execute.cli",
+    "otlp": "streams.otlp.cli",
+    "config": "streams.config_cli",
 }
 
 
@@ -44,12 +66,24 @@ def _load(name: str) -> ModuleType | None:
         raise
 
 
+def installed_version() -> str:
+    """The installed distribution's version (``unknown`` when run from a tree that is not installed)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dbopt",
         description="Streaming database optimization: windowed query latency, alerts and safe "
-        "automatic indexing for PostgreSQL. Reads DBOPT_* variables (and .run/env).",
+        "automatic indexing for PostgreSQL. Reads DBOPT_* variables (and .run/env). "
+        "Long-running commands take --log-level and --log-format.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -68,13 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=first if first in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits 2 here
+    logs.configure(args)
     try:
         return int(args._run(args) or 0)
     except ConfigError as exc:
-        parser.exit(2, f"dbopt: configuration error: {exc}\n")
+        print(f"dbopt {args.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback at DEBUG
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        print(f"dbopt {args.command}: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        log.debug("%s failed", args.command, exc_info=True)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def producer(topic_settings: Settings, request: pytest.FixtureRequest) -> Iterat
 
 def consume(settings: Settings, expected: int) -> list[tuple[bytes, bytes]]:
     """(key, raw value) of the first ``expected`` records of the query-events topic."""
-    consumer = assigned_consumer(settings.kafka_bootstrap, settings.topics.query_events, from_beginning=True)
+    consumer = assigned_consumer(settings, settings.topics.query_events)
     try:
         out = []
         for msg in read_messages(consumer, max_messages=expected, idle_timeout=15):

@@ -136,7 +136,7 @@ def produce_windows(settings: Settings, records: list[dict[str, Any]], extra: by
 def read_alerts(settings: Settings, expected: int) -> list[dict[str, Any]]:
     """Wait for ``expected`` alerts, then 8 s more of silence to prove there is no extra one."""
     codec = Codec()
-    consumer = assigned_consumer(settings.kafka_bootstrap, settings.topics.alerts, from_beginning=True)
+    consumer = assigned_consumer(settings, settings.topics.alerts)
     try:
         messages = list(read_messages(consumer, max_messages=expected, idle_timeout=60))
         messages += list(read_messages(consumer, max_messages=None, idle_timeout=8))
@@ -162,7 +162,7 @@ def test_detector_agent_round_trip(small_settings: Settings, worker: int) -> Non
     ]
     assert alerts[0]["severity"] == "high" and alerts[0]["threshold_ms"] == 50.0
 
-    dlq = assigned_consumer(small_settings.kafka_bootstrap, topics.dlq, from_beginning=True)
+    dlq = assigned_consumer(small_settings, topics.dlq)
     try:
         dead = [codec.decode(m.value()).record for m in read_messages(dlq, max_messages=1, idle_timeout=30)]
     finally:

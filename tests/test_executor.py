@@ -85,7 +85,7 @@ def results(settings: Settings, count: int, timeout: float = 30.0) -> list[dict[
     deadline = time.monotonic() + timeout
     while True:  # the results topic exists once the executor produced to it
         try:
-            consumer = assigned_consumer(settings.kafka_bootstrap, settings.topics.results, from_beginning=True)
+            consumer = assigned_consumer(settings, settings.topics.results)
             break
         except LookupError:
             assert time.monotonic() < deadline, "no results topic"

@@ -56,7 +56,7 @@ def _produce(settings: Settings, alerts: list[Alert]) -> None:
 
 
 def _output_ids(settings: Settings, expected: int) -> list[str]:
-    consumer = assigned_consumer(settings.kafka_bootstrap, settings.topics.dlq, from_beginning=True)
+    consumer = assigned_consumer(settings, settings.topics.dlq)
     codec, ids = Codec(), []
     for msg in read_messages(consumer, max_messages=expected, idle_timeout=5):
         if msg.error() is None:

@@ -102,7 +102,7 @@ def test_slow_booking_query_is_fixed_by_a_verified_index(settings: Settings, scr
     )
     codec = Codec.from_settings(settings)
     watched = {
-        name: assigned_consumer(settings.kafka_bootstrap, topic, from_beginning=True)
+        name: assigned_consumer(settings, topic)
         for name, topic in (("windows", settings.topics.latency_windows), ("alerts", settings.topics.alerts),
                             ("results", settings.topics.results))
     }

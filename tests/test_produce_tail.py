@@ -219,14 +219,14 @@ def test_tail_reports_undecodable_records(settings: Settings) -> None:
 
 
 @pytest.mark.usefixtures("created_topics")
-def test_tail_without_from_beginning_shows_only_new_records(settings: Settings) -> None:
+def test_tail_last_0_shows_only_new_records(settings: Settings) -> None:
     topic = settings.topics.alerts
     codec = Codec()
     old, new = EXAMPLES["Alert"]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     producer.produce(topic, codec.encode("Alert", old, topic=topic))
     assert producer.flush(15) == 0
-    tail = subprocess.Popen([DBOPT, "tail", "alerts", "--max", "1", "--timeout", "30"], env=settings_env(settings),
+    tail = subprocess.Popen([DBOPT, "tail", "alerts", "--last", "0", "--max", "1", "--timeout", "30"], env=settings_env(settings),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # keep producing new records until the tail (assigned at the end) has seen one

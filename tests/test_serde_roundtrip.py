@@ -25,7 +25,7 @@ RAW_SQL = "SELECT * FROM guests WHERE email = 'ann.smith@example.com' AND name =
 
 
 def _read_all(settings: Settings, topic: str, count: int) -> list[bytes]:
-    consumer = assigned_consumer(settings.kafka_bootstrap, topic, from_beginning=True)
+    consumer = assigned_consumer(settings, topic)
     try:
         values = [m.value() for m in read_messages(consumer, max_messages=count, idle_timeout=15) if not m.error()]
     finally:

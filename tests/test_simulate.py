@@ -154,7 +154,7 @@ def test_simulate_emits_literal_free_events_per_service(demo_db: str, settings: 
     assert sum(sent for sent, _ in result.events.values()) == result.sent  # one event per statement
 
     codec = Codec.from_settings(settings)
-    consumer = assigned_consumer(settings.kafka_bootstrap, settings.topics.query_events, from_beginning=True)
+    consumer = assigned_consumer(settings, settings.topics.query_events)
     try:
         records = [codec.decode(m.value()).record for m in read_messages(consumer, max_messages=result.sent,
                                                                           idle_timeout=15) if m.error() is None]

@@ -52,7 +52,7 @@ def _produce(s: Settings, topic: str, schema: str, records: list[dict[str, Any]]
 
 def _commands(s: Settings, want: int, timeout: float = 60.0) -> list[dict[str, Any]]:
     codec = Codec.from_settings(s)
-    consumer = assigned_consumer(s.kafka_bootstrap, s.topics.commands, from_beginning=True)
+    consumer = assigned_consumer(s, s.topics.commands)
     try:
         out = []
         deadline = time.monotonic() + timeout

@@ -89,7 +89,7 @@ def _metrics(worker: WorkerProcess) -> str:
 
 def _read_dlq(settings: Settings, n: int) -> list[dict[str, Any]]:
     codec = Codec.from_settings(settings)
-    consumer = assigned_consumer(settings.kafka_bootstrap, settings.topics.dlq, from_beginning=True)
+    consumer = assigned_consumer(settings, settings.topics.dlq)
     try:
         return [codec.decode(m.value()).record for m in read_messages(consumer, max_messages=n, idle_timeout=30) if not m.error()]
     finally:

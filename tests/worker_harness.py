@@ -98,7 +98,7 @@ class WorkerProcess:
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "streams.cli", "worker", "--log-level", "warning"],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -151,7 +151,7 @@ class WindowReader:
 
     def __init__(self, settings: Settings) -> None:
         self.codec = Codec.from_settings(settings)
-        self.consumer = assigned_consumer(settings.kafka_bootstrap, settings.topics.latency_windows, from_beginning=True)
+        self.consumer = assigned_consumer(settings, settings.topics.latency_windows)
         self.first: dict[str, dict[str, Any]] = {}
         self.all: list[dict[str, Any]] = []
 

@@ -33,6 +33,7 @@ from streams.advise.candidates import created_index_name
 from streams.advise.evaluate import EvaluationError, Evaluator, QueryInput
 from streams.advise.records import analyze_command, index_command, kept_result, rollback_command
 from streams.advise.verify import Verifier
+from streams.cli_args import add_logging_arguments
 from streams.commands import command_key
 from streams.config import Settings, load_settings
 from streams.kafka.topics import ensure_topics
@@ -243,11 +244,10 @@ def run_advisor(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_logging_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = load_settings()
     command_key(settings)  # fail now, clearly, when DBOPT_COMMAND_KEY is missing
     stop = threading.Event()

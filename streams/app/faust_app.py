@@ -9,11 +9,12 @@ import faust
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
-from streams.config import RUN_DIR, ConfigError, Settings
-from streams.kafka.topics import admin_client, ensure_topics
+from streams.config import ConfigError, Settings, run_dir
+from streams.kafka import clients
+from streams.kafka.topics import ensure_topics
+from streams.app.web import install_web_surface
 from streams.windows.agent import WindowsProcessor, ticks_topic_name
 from streams.detect.agent import register as register_detector
-from streams.observe.metrics import install_metrics_route
 
 TICKS_RETENTION_MS = 3600 * 1000
 
@@ -23,7 +24,7 @@ def data_dir(settings: Settings) -> Path:
     windows = settings.windows
     if windows.data_dir:
         return Path(windows.data_dir)
-    return RUN_DIR / "faust" / f"{windows.app_id}-{socket.gethostname()}-{windows.web_port}"
+    return run_dir() / "faust" / f"{windows.app_id}-{socket.gethostname()}-{windows.web_port}"
 
 
 def _ensure_copartitioned(settings: Settings, name: str, partitions: int, config: dict[str, str]) -> None:
@@ -33,7 +34,7 @@ def _ensure_copartitioned(settings: Settings, name: str, partitions: int, config
     topic it finds with another count crashes the agent (PartitionsMismatch). Creating them
     up front also avoids a broker auto-creating one with the default single partition.
     """
-    admin = admin_client(settings)
+    admin = clients.admin(settings)
     meta = admin.list_topics(timeout=30).topics
     if name in meta:
         found = len(meta[name].partitions)
@@ -54,7 +55,7 @@ def _ensure_copartitioned(settings: Settings, name: str, partitions: int, config
 def prepare_topics(settings: Settings) -> int:
     """Create missing dbopt topics and the ticks topic; return the events partition count."""
     ensure_topics(settings)
-    meta = admin_client(settings).list_topics(timeout=30).topics
+    meta = clients.admin(settings).list_topics(timeout=30).topics
     partitions = len(meta[settings.topics.query_events].partitions)
     _ensure_copartitioned(settings, ticks_topic_name(settings), partitions, {"retention.ms": str(TICKS_RETENTION_MS)})
     # the detector's table is fed by the windows topic: it must be co-partitioned too
@@ -71,7 +72,8 @@ def prepare_changelogs(app: faust.App, settings: Settings, partitions: int) -> N
 
 
 def create_app(settings: Settings, partitions: int) -> faust.App:
-    """The app: the windows agent and its tick timer, the detector when built, ``/metrics``."""
+    """The app: the windows agent and its tick timer, the detector, and the web surface
+    (``/metrics``, ``/healthz``, ``/readyz`` on ``DBOPT_WORKER_WEB_HOST`` only)."""
     windows = settings.windows
     app = faust.App(
         windows.app_id,
@@ -93,5 +95,5 @@ def create_app(settings: Settings, partitions: int) -> faust.App:
     app.agent(processor.source, name="windows", concurrency=1)(processor.run)
     app.timer(windows.tick_interval_ms / 1000, name="windows-ticks")(processor.send_ticks)
     register_detector(app, settings)
-    install_metrics_route(app)
+    install_web_surface(app)
     return app

@@ -1,22 +1,22 @@
-"""``dbopt worker``: run the stream processor (ingest, windows, detector, /metrics) in this process."""
+"""``dbopt worker``: run the stream processor (ingest, windows, detector) and its web surface
+(``/metrics``, ``/healthz``, ``/readyz``) in this process."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
+from streams.cli_args import add_logging_arguments
 from streams.config import load_settings
 
-HELP = "run the stream worker: ingest, windowed latency statistics, detector, /metrics (Ctrl-C or SIGTERM stops it)"
+HELP = (
+    "run the stream worker: ingest, windowed latency statistics, detector; /metrics, /healthz and /readyz "
+    "on DBOPT_WORKER_WEB_HOST:DBOPT_WORKER_WEB_PORT (Ctrl-C or SIGTERM stops it)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--loglevel",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (default: info)",
-    )
+    add_logging_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,8 +29,12 @@ def run(args: argparse.Namespace) -> int:
     data_dir(settings).mkdir(parents=True, exist_ok=True)
     app = create_app(settings, partitions)
     prepare_changelogs(app, settings, partitions)
-    logging.getLogger(__name__).info("worker %s: %d partitions", settings.windows.app_id, partitions)
-    worker = Worker(app, loglevel=args.loglevel.upper(), quiet=True)
+    windows = settings.windows
+    logging.getLogger(__name__).info(
+        "worker %s: %d partitions, web on http://%s:%d", windows.app_id, partitions, windows.web_host, windows.web_port
+    )
+    # logging is already set up by `dbopt` (--log-level/--log-format): Faust must not replace it
+    worker = Worker(app, quiet=True, override_logging=False)
     try:
         worker.execute_from_commandline()  # returns only by SystemExit; SIGTERM/SIGINT stop it cleanly
     except SystemExit as exc:

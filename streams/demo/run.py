@@ -24,7 +24,7 @@ from psycopg import sql
 
 from streams import db
 from streams.config import RUN_DIR, Settings, load_settings
-from streams.cli_args import positive_float, positive_int
+from streams.cli_args import add_logging_arguments, logging_argv, positive_float, positive_int
 from streams.domain.slo import slo_ms
 from streams.execute.audit import TABLE as AUDIT_TABLE
 from streams.kafka.topics import ensure_topics
@@ -217,6 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bookings in the demo database when it must be created (default 1,000,000)")
     parser.add_argument("--window-seconds", type=positive_int, default=15,
                         help="tumbling window size for the demo (default 15 s; the product default is 60 s)")
+    add_logging_arguments(parser)  # also given to the worker, advisor, executor and simulator
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,13 +237,14 @@ def run(args: argparse.Namespace) -> int:
     children = Children()
     try:
         out.write(f"3. worker, advisor, executor (logs in {DEMO_DIR})\n")
-        children.start("worker", ["worker"], env)
-        children.start("advisor", ["advisor"], env)
-        children.start("executor", ["executor"], env)
+        logging_options = logging_argv(args)
+        children.start("worker", ["worker", *logging_options], env)
+        children.start("advisor", ["advisor", *logging_options], env)
+        children.start("executor", ["executor", *logging_options], env)
         time.sleep(3)
         out.write(f"4. simulator: {args.profile} at base rate {args.rate}/s; windows of {args.window_seconds} s\n")
         children.start("simulate", ["simulate", "--profile", args.profile, "--rate", str(args.rate),
-                                    "--duration", str(args.duration)], env)
+                                    "--duration", str(args.duration), *logging_options], env)
         clock = watch(settings, children, time.monotonic() + args.duration + 30, out)
     except KeyboardInterrupt:
         clock = None

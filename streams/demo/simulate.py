@@ -23,7 +23,7 @@ from psycopg import sql
 from streams import db
 from streams.client import EventProducer, instrument
 from streams.config import Settings, load_settings
-from streams.cli_args import positive_float, positive_int
+from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.demo.schema import TABLE_NAMES
 from streams.demo.workload import PROFILES, SERVICES, Call, Pacer, Population, Query, pick, service_rates, workers_for
 from streams.kafka.topics import ensure_topics
@@ -302,6 +302,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="connections per service (default: from the service's rate, 1-4)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for a repeatable query sequence")
     parser.add_argument("--database-url", help="demo database (default: DBOPT_DATABASE_URL)")
+    add_logging_arguments(parser)
 
 
 def _progress_printer(out: TextIO, target: float) -> Callable[[float, dict[str, ServiceStats]], None]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 
-from streams.cli_args import positive_float, positive_int
+from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.config import load_settings
 
 from .executor import DeliveryError, Executor
@@ -19,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="exit when no command arrived for --idle-timeout seconds")
     parser.add_argument("--idle-timeout", type=positive_float, default=5.0, help="seconds without a command before --once exits")
     parser.add_argument("--max-commands", type=positive_int, default=None, help="exit after this many commands")
+    add_logging_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     executor = Executor(load_settings())
     signal.signal(signal.SIGTERM, lambda *_: executor.stop.set())  # finish the current command, commit, exit
     try:

@@ -8,6 +8,7 @@ shared loop (:mod:`streams.kafka.loop`) only after what they produced is acknowl
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -16,9 +17,15 @@ from confluent_kafka.admin import AdminClient
 from streams.config import Settings
 
 
+# librdkafka's own lines ("connection refused" ...) go to Python logging, not straight to stderr,
+# so they follow the command's --log-level/--log-format (delivered when the client polls)
+LIBRDKAFKA_LOG = logging.getLogger("streams.kafka.librdkafka")
+
+
 def connection_config(settings: Settings) -> dict[str, Any]:
-    """The librdkafka properties that say where the cluster is and how to reach it."""
-    return {"bootstrap.servers": settings.kafka_bootstrap}
+    """The librdkafka properties that say where the cluster is and how to reach it (and where
+    librdkafka logs)."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": LIBRDKAFKA_LOG}
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:

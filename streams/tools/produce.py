@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.client.events import InvalidEvent, prepare_record
 from streams.client.producer import default_instance_id
 from streams.config import Settings, load_settings
-from streams.cli_args import positive_float
+from streams.cli_args import add_logging_arguments, positive_float
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 
@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", help="service for lines that do not name one")
     parser.add_argument("--instance-id", default=None, help="instance_id for lines without one (default: host-pid)")
     parser.add_argument("--database", help="database for lines without one")
+    add_logging_arguments(parser)
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for delivery at the end (default 30)")
 
 
