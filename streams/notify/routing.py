@@ -125,3 +125,38 @@ def describe(routes: tuple[Route, ...]) -> list[str]:
         cond = " ".join(f"{k}={'|'.join(sorted(v))}" for k, v in route.match.items()) or "anything"
         lines.append(f"{cond} -> {', '.join(route.channels) or '(nobody)'}")
     return lines
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One delivery to queue: ``pending``, or ``suppressed`` with the reason."""
+
+    channel: str
+    target: str
+    status: str
+    reason: str = ""
+
+
+NO_CHANNEL = "none"  # the ledger's channel of a notification no route sent anywhere
+
+
+def plan(notification: Notification, routes: tuple[Route, ...], targets: Mapping[str, tuple[str, ...]],
+         off: Mapping[str, str], *, firing_channels: tuple[str, ...] | None = None,
+         resolved_later: bool = False) -> list[Planned]:
+    """Every delivery of ``notification``: one per target of each routed channel that is on
+    (``targets``), a suppressed one per routed channel that is off (``off``: why). A firing alert
+    whose condition is already resolved later (records of two partitions can arrive out of
+    order) is suppressed: telling it now would reopen a closed incident."""
+    if resolved_later and notification.state == "firing":
+        return [Planned(NO_CHANNEL, "", "suppressed", "the condition was resolved before this firing arrived")]
+    channels = channels_for(notification, routes, firing_channels)
+    if not channels:
+        why = "no route for it" if firing_channels is None else "its firing alert went to no channel"
+        return [Planned(NO_CHANNEL, "", "suppressed", why)]
+    planned: list[Planned] = []
+    for channel in channels:
+        if channel in targets:
+            planned += [Planned(channel, target, "pending") for target in targets[channel]]
+        else:
+            planned.append(Planned(channel, "", "suppressed", f"channel off: {off.get(channel, 'not configured')}"))
+    return planned
