@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -13,8 +14,15 @@ import pytest
 from streams.config import Settings, Topics, load_settings
 
 
+# the servers' state is the checkout's .run/ (the run directory is found from the cwd): pytest
+# started from elsewhere must not make a second cluster, which would replace the shared one
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
 def _infra_up() -> None:
-    proc = subprocess.run([sys.executable, "-m", "streams.devenv", "up"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.devenv", "up"], capture_output=True, text=True, cwd=CHECKOUT
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"could not start local Kafka/PostgreSQL:\n{proc.stdout}\n{proc.stderr}")
 
