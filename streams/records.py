@@ -29,7 +29,7 @@ import msgspec
 
 AlertState = Literal["firing", "resolved"]
 Severity = Literal["info", "warning", "high", "critical"]
-AlertKind = Literal["slo", "regression", "pool"]
+AlertKind = Literal["slo", "regression", "pool", "errors", "surge", "budget", "statement"]
 WindowKind = Literal["tumbling", "hopping"]
 EpochMs: TypeAlias = Annotated[int, "timestamp-millis"]  # an Avro timestamp-millis: int epoch milliseconds
 ResultStatus = Literal["applied", "rejected", "deferred", "failed", "duplicate", "rolled_back", "kept"]
@@ -107,6 +107,12 @@ class PoolSnapshot(AvroRecord, kw_only=True):
     idle: int
     waiting: int
     database: str | None = None
+    min_size: int = 0
+    interval_ms: int = 0
+    checkouts: int = 0
+    checkout_wait_p95_ms: float | None = None
+    checkout_wait_max_ms: float | None = None
+    timeouts: int = 0
 
 
 class WindowStats(AvroRecord, kw_only=True):
@@ -157,6 +163,10 @@ class Alert(AvroRecord, kw_only=True):
     query_text: str | None = None
     message: str = ""
     created_at: EpochMs = 0
+    metric: str | None = None
+    season: str | None = None
+    pool_name: str | None = None
+    recommended_max_size: int | None = None
 
 
 class OptimizationCommand(AvroRecord, kw_only=True):
@@ -243,7 +253,74 @@ class NotificationResult(AvroRecord, kw_only=True):
     finished_at: EpochMs
 
 
+class ConnectionGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Client backends of one database and application_name by state: an item of
+    :attr:`ServerSnapshot.connections` (a nested Avro record, not a record type of its own)."""
+
+    database: str
+    application_name: str
+    active: int = 0
+    idle: int = 0
+    idle_in_transaction: int = 0
+    waiting_on_lock: int = 0
+    other: int = 0
+
+
+class ServerSnapshot(AvroRecord, kw_only=True):
+    """The server's own view of its connections, from ``dbopt collect`` (``schemas/ServerSnapshot.avsc``)."""
+
+    SCHEMA: ClassVar[str] = "ServerSnapshot"
+
+    server: str
+    database: str
+    snapshot_time: EpochMs
+    up: bool = True
+    error: str | None = None
+    max_connections: int = 0
+    reserved_connections: int = 0
+    total_connections: int = 0
+    databases: tuple[str, ...] = ()
+    connections: tuple[ConnectionGroup, ...] = ()
+    longest_transaction_ms: int | None = None
+    longest_transaction_application: str | None = None
+    longest_transaction_state: str | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        data = super().to_avro()
+        data["connections"] = [msgspec.structs.asdict(group) for group in self.connections]
+        return data
+
+
+class StatementStats(AvroRecord, kw_only=True):
+    """One pg_stat_statements entry's deltas between two reads of ``dbopt collect``
+    (``schemas/StatementStats.avsc``)."""
+
+    SCHEMA: ClassVar[str] = "StatementStats"
+
+    server: str
+    database: str
+    interval_start: EpochMs
+    interval_end: EpochMs
+    queryid: int
+    userid: int = 0
+    toplevel: bool = True
+    fingerprint: str | None = None
+    query_text: str
+    statement_type: str | None = None
+    tables: tuple[str, ...] = ()
+    context: str = "other"
+    criticality: str = "medium"
+    calls: int
+    total_exec_ms: float
+    mean_exec_ms: float
+    max_exec_ms: float
+    rows: int = 0
+    shared_blks_hit: int = 0
+    shared_blks_read: int = 0
+    reset: bool = False
+
+
 Record: TypeAlias = (
     QueryEvent | PoolSnapshot | WindowStats | Alert | OptimizationCommand | OptimizationResult | DeadLetter
-    | NotificationResult
+    | NotificationResult | ServerSnapshot | StatementStats
 )

@@ -35,6 +35,8 @@ TOPIC_OF_SCHEMA = {
     "OptimizationResult": "results",
     "DeadLetter": "dlq",
     "NotificationResult": "notifications",
+    "ServerSnapshot": "server_snapshots",
+    "StatementStats": "statement_stats",
 }
 
 T0 = 1_777_730_587_125  # 2026-05-02T14:03:07.125Z, a Saturday in peak season
@@ -62,11 +64,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         {
             "service": "booking-service", "instance_id": "booking-1", "pool_name": "default",
             "snapshot_time": T0, "size": 20, "max_size": 20, "in_use": 17, "idle": 3, "waiting": 4,
-            "database": "dbopt",
+            "database": "dbopt", "min_size": 4, "interval_ms": 5000, "checkouts": 250, "checkout_wait_p95_ms": 12.5,
+            "checkout_wait_max_ms": 30.0, "timeouts": 1,
         },
         {
             "service": "guest-service", "instance_id": "guest-2", "pool_name": "replica",
             "snapshot_time": T0, "size": 0, "max_size": 5, "in_use": 0, "idle": 0, "waiting": 0, "database": None,
+            "min_size": 0, "interval_ms": 0, "checkouts": 0, "checkout_wait_p95_ms": None, "checkout_wait_max_ms": None,
+            "timeouts": 0,
         },
     ],
     "WindowStats": [
@@ -90,13 +95,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "context": "booking", "fingerprint": "a6c3085224957fd8", "p95_ms": 61.5, "threshold_ms": 50.0,
             "baseline_ms": 12.0, "window_start": T0 - 60_000, "window_end": T0,
             "query_text": "SELECT * FROM bookings WHERE wedding_id = $1", "message": "p95 61.5 ms > SLO 50 ms",
-            "created_at": T0 + 10,
+            "created_at": T0 + 10, "metric": None, "season": None, "pool_name": None, "recommended_max_size": None,
         },
         {
             "alert_id": "al-2", "state": "resolved", "severity": "info", "kind": "pool", "service": "guest-service",
             "context": "guest_management", "fingerprint": None, "p95_ms": 0.0, "threshold_ms": 0.75,
             "baseline_ms": None, "window_start": T0, "window_end": T0 + 60_000, "query_text": None, "message": "",
-            "created_at": 0,
+            "created_at": 0, "metric": "utilization", "season": "peak", "pool_name": "replica",
+            "recommended_max_size": 8,
         },
     ],
     "OptimizationCommand": [
@@ -157,6 +163,44 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "finished_at": T0 + 60_000,
         },
     ],
+    "ServerSnapshot": [
+        {
+            "server": "127.0.0.1:15432/dbopt", "database": "dbopt", "snapshot_time": T0, "up": True, "error": None,
+            "max_connections": 100, "reserved_connections": 3, "total_connections": 41,
+            "databases": ["dbopt", "postgres"],
+            "connections": [
+                {"database": "dbopt", "application_name": "booking-service", "active": 12, "idle": 6,
+                 "idle_in_transaction": 1, "waiting_on_lock": 2, "other": 0},
+                {"database": "dbopt", "application_name": "", "active": 0, "idle": 1, "idle_in_transaction": 0,
+                 "waiting_on_lock": 0, "other": 0},
+            ],
+            "longest_transaction_ms": 93_500, "longest_transaction_application": "booking-service",
+            "longest_transaction_state": "idle in transaction",
+        },
+        {
+            "server": "orders-db", "database": "orders", "snapshot_time": T0, "up": False,
+            "error": "connection refused", "max_connections": 0, "reserved_connections": 0, "total_connections": 0,
+            "databases": [], "connections": [], "longest_transaction_ms": None,
+            "longest_transaction_application": None, "longest_transaction_state": None,
+        },
+    ],
+    "StatementStats": [
+        {
+            "server": "127.0.0.1:15432/dbopt", "database": "dbopt", "interval_start": T0 - 10_000, "interval_end": T0,
+            "queryid": -6_917_282_113_874_421_250, "userid": 16_384, "toplevel": True,
+            "fingerprint": "a6c3085224957fd8", "query_text": "SELECT * FROM bookings WHERE wedding_id = $1",
+            "statement_type": "SELECT", "tables": ["bookings"], "context": "booking", "criticality": "critical",
+            "calls": 420, "total_exec_ms": 27_300.5, "mean_exec_ms": 65.0, "max_exec_ms": 412.25, "rows": 1260,
+            "shared_blks_hit": 99_000, "shared_blks_read": 1_200, "reset": False,
+        },
+        {
+            "server": "orders-db", "database": "orders", "interval_start": T0, "interval_end": T0 + 10_000,
+            "queryid": 42, "userid": 10, "toplevel": False, "fingerprint": None, "query_text": "NOTIFY ch, $1",
+            "statement_type": None, "tables": [], "context": "other", "criticality": "medium", "calls": 1,
+            "total_exec_ms": 0.0, "mean_exec_ms": 0.0, "max_exec_ms": 0.0, "rows": 0, "shared_blks_hit": 0,
+            "shared_blks_read": 0, "reset": True,
+        },
+    ],
 }
 
 
@@ -176,15 +220,44 @@ def current() -> dict[str, dict[str, Any]]:
     return {raw["name"]: raw for raw in (json.loads(p.read_text()) for p in sorted(SCHEMA_DIR.glob("*.avsc")))}
 
 
+def _without_appended_symbols(new: Any, old_enums: dict[str, list[str]]) -> Any:
+    """``new`` with the symbols appended to an enum of ``old`` removed again."""
+    if isinstance(new, list):
+        return [_without_appended_symbols(item, old_enums) for item in new]
+    if not isinstance(new, dict):
+        return new
+    out = {k: _without_appended_symbols(v, old_enums) for k, v in new.items()}
+    before = old_enums.get(str(new.get("name")))
+    if new.get("type") == "enum" and before is not None and new["symbols"][: len(before)] == before:
+        out["symbols"] = before
+    return out
+
+
+def _enums(raw: Any) -> dict[str, list[str]]:
+    if isinstance(raw, list):
+        return {k: v for item in raw for k, v in _enums(item).items()}
+    if not isinstance(raw, dict):
+        return {}
+    found = {k: v for value in raw.values() for k, v in _enums(value).items()}
+    if raw.get("type") == "enum":
+        found[raw["name"]] = list(raw["symbols"])
+    return found
+
+
 def compatibility_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Why ``new`` may not replace ``old``: empty when new readers read old data (backward)
-    and old readers read new data (forward), per the Avro schema-resolution rules."""
+    and old readers read new data (forward), per the Avro schema-resolution rules.
+
+    Symbols appended at the end of an enum are the one allowed exception to forward
+    compatibility (``schemas/README.md``): old readers fail only on records that use them.
+    """
     checker = ReaderWriterCompatibilityChecker()
     old_s, new_s = avro_parse(json.dumps(old)), avro_parse(json.dumps(new))
+    new_as_old_knows_it = avro_parse(json.dumps(_without_appended_symbols(new, _enums(old))))
     problems = []
     directions = (
         ("backward: the new schema cannot read old data", new_s, old_s),
-        ("forward: old readers cannot read new data", old_s, new_s),
+        ("forward: old readers cannot read new data", old_s, new_as_old_knows_it),
     )
     for direction, reader, writer in directions:
         result = checker.get_compatibility(reader, writer)

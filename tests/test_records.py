@@ -32,6 +32,8 @@ def _python_type(avro: Any) -> Any:
         return Literal[tuple(avro["symbols"])]
     if avro["type"] == "array":
         return tuple[_python_type(avro["items"]), ...]  # type: ignore[misc]
+    if avro["type"] == "record":  # a nested record: its Struct in streams.records, same name
+        return getattr(records, avro["name"])
     if avro.get("logicalType") == "timestamp-millis":
         return EpochMs
     return _PRIMITIVES[avro["type"]]
