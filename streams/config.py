@@ -67,7 +67,6 @@ PROJECT_NAME = "dbopt"  # [project].name in pyproject.toml: marks this project's
 # DBOPT_* variables that are not settings but are read elsewhere, so never "unknown"
 OTHER_VARIABLES: dict[str, str] = {
     "DBOPT_RUN_DIR": "run directory (.run/: env file, local servers' data, demo logs); see run_dir()",
-    "DBOPT_SCHEMA_DIR": "directory of the Avro schemas (streams/serde/schemas.py)",
     "DBOPT_KAFKA_PORT": "make up: port of the local broker",
     "DBOPT_KAFKA_CONTROLLER_PORT": "make up: controller port of the local broker",
     "DBOPT_PG_PORT": "make up: port of the local PostgreSQL",
@@ -256,6 +255,12 @@ class Topics(Group):
     dlq: str = Field("dbopt.dlq.v1", min_length=1, description="DeadLetter records: what could not be processed")
     notifications: str = Field(
         "dbopt.notifications.v1", min_length=1, description="NotificationResult records of dbopt notify"
+    )
+    server_snapshots: str = Field(
+        "dbopt.server-snapshots.v1", min_length=1, description="ServerSnapshot records of dbopt collect"
+    )
+    statement_stats: str = Field(
+        "dbopt.statement-stats.v1", min_length=1, description="StatementStats records (pg_stat_statements deltas)"
     )
 
     def all(self) -> dict[str, str]:

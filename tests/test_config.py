@@ -75,6 +75,13 @@ def test_every_dbopt_name_in_code_docs_and_manifests_is_known() -> None:
         if not name.endswith("_") and name not in known  # DBOPT_TOPIC_<NAME>, DBOPT_WORKER_* are prefixes
     }
     assert not unknown
+    uses = [
+        line
+        for path in (REPO / "streams").rglob("*.py")
+        for line in path.read_text().splitlines()
+        if not re.search(r'"DBOPT_[A-Z0-9_]+": ', line)  # not its own entry in OTHER_VARIABLES
+    ]
+    assert [name for name in OTHER_VARIABLES if not any(name in line for line in uses)] == []  # none is stale
 
 
 def test_documented_names_are_kept() -> None:
