@@ -94,11 +94,12 @@ def worker_env(settings: Settings, app_id: str, data_dir: Path, **extra: str) ->
 class WorkerProcess:
     """``dbopt worker`` in a child process, its output in ``log``."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *options: str) -> None:
+        """``options``: the worker's command-line options (default: warnings and errors only)."""
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--log-level", "warning"],
+            [sys.executable, "-m", "streams.cli", "worker", *(options or ("--log-level", "warning"))],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # logging is already set up by `dbopt` (--log-level/--log-format): Faust must not replace it
     worker = Worker(app, quiet=True, override_logging=False)
+    worker.spinner = None  # its terminal control characters would end up in log files
     try:
         worker.execute_from_commandline()  # returns only by SystemExit; SIGTERM/SIGINT stop it cleanly
     except SystemExit as exc:
