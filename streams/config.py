@@ -165,8 +165,11 @@ def _schema_name(name: str) -> str:
     return name
 
 
-def _registry_url(value: str | None) -> str | None:
-    return None if value is None else _url(value, ("http", "https"), "an http:// or https:// URL").rstrip("/")
+def _http_url(value: str) -> str:
+    return _url(value, ("http", "https"), "an http:// or https:// URL").rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]  # http(s)://host[:port][/path], no trailing slash
 
 
 class SecretUrl(SecretStr):
@@ -501,6 +504,7 @@ class OtlpSettings(Group):
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 answer (s): OTLP clients retry then")
     consumer_group: str = Field("dbopt-otlp", min_length=1, description="Consumer group of `dbopt otlp --from-kafka`")
 
+
 def _rate(value: str) -> str:
     from streams.notify.policy import parse_rate  # the one rate parser; imported late (it is a stage module)
 
@@ -509,7 +513,6 @@ def _rate(value: str) -> str:
 
 
 NotifyRate = Annotated[str, AfterValidator(_rate)]
-HttpUrl = Annotated[str, AfterValidator(lambda v: _url(v, ("http", "https"), "an http:// or https:// URL"))]
 
 
 class NotifySettings(Group):
@@ -573,6 +576,87 @@ class NotifySettings(Group):
     probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
 
 
+class CollectSettings(Group):
+    """`dbopt collect`: the database's own view, pg_stat_activity and pg_stat_statements (DBOPT_COLLECT_*)."""
+
+    env_prefix: ClassVar[str] = "DBOPT_COLLECT_"
+    interval_s: PositiveFloat = Field(10.0, description="How often the database is read (s)")
+    database_url: SecretUrl | None = Field(
+        None, description="Database to read, as a read-only role holding pg_monitor (secret: password masked); "
+        "unset: DBOPT_DATABASE_URL"
+    )
+    name: str = Field("", description="Name of the target in the records (server); empty: host:port/database")
+    statement_timeout_ms: int = Field(5_000, ge=1, description="statement_timeout of collect's queries (ms)")
+    retry_max_s: PositiveFloat = Field(60.0, description="Database down: the waits between attempts double up to this (s)")
+    all_databases: bool = Field(
+        False, description="Read the statements of every database of the server, not only the connected one's"
+    )
+    max_statements: int = Field(
+        5_000, ge=1, description="Most pg_stat_statements entries read per interval (the highest total time first)"
+    )
+    min_calls: int = Field(
+        20, ge=1, description="Fewest calls in an interval for a statement's mean time to be judged against its SLO"
+    )
+    fire_after: int = Field(3, ge=1, description="Consecutive intervals over the SLO before a statement alert fires")
+    resolve_after: int = Field(3, ge=1, description="Consecutive intervals under it before the alert resolves")
+    consumer_group: str = Field("dbopt-collect", min_length=1, description="Kafka consumer group of dbopt collect")
+    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
+    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
+
+
+class PoolSettings(Group):
+    """Pool alerts, the connection budget and pool-size advice, in `dbopt worker` (DBOPT_POOLS_*)."""
+
+    env_prefix: ClassVar[str] = "DBOPT_POOLS_"
+    utilization: float = Field(
+        0.75, gt=0, le=1, description="A pool is under pressure when in-use / max_size is at least this"
+    )
+    sustain_s: float = Field(
+        15.0, ge=0, description="Pressure this long fires a pool (or budget) alert; a waiting client or a checkout "
+        "timeout fires at once (s)"
+    )
+    resolve_s: float = Field(30.0, ge=0, description="A firing pool or budget alert resolves after this long without (s)")
+    stale_s: PositiveFloat = Field(
+        60.0, description="An instance without a snapshot this long is gone: out of alerts, budget and advice (s)"
+    )
+    advice_window_s: PositiveFloat = Field(
+        1800.0, description="Pool-size advice looks at the peak in-use and waits over this long (s)"
+    )
+    season_multipliers: Annotated[
+        dict[Season, PositiveFloat], _over_defaults({"peak": 2.0, "proposal": 1.0, "off": 1.0})
+    ] = Field(
+        {"peak": 2.0, "proposal": 1.0, "off": 1.0},
+        description="JSON object season -> factor the recommended pool size is multiplied by",
+    )
+    service_criticality: Annotated[dict[str, Criticality], BeforeValidator(_json)] = Field(
+        {}, description='JSON {"service": "critical|high|medium"}; a service not named gets the criticality of the '
+        "context its name starts with (booking-service: booking), else DBOPT_DEFAULT_CRITICALITY"
+    )
+
+
+class AlertRuleSettings(Group):
+    """Error-rate and surge alerts on the closed windows, in `dbopt worker` (DBOPT_ALERT_*).
+
+    Hysteresis is the latency detector's: DBOPT_DETECT_FIRE_AFTER and DBOPT_DETECT_RESOLVE_AFTER windows.
+    """
+
+    env_prefix: ClassVar[str] = "DBOPT_ALERT_"
+    error_share_critical: float = Field(
+        0.02, gt=0, le=1, description="Error share of a window of a critical context that is too high"
+    )
+    error_share: float = Field(0.05, gt=0, le=1, description="... of any other context")
+    error_min_errors: int = Field(5, ge=1, description="Fewest failed statements in a window for an error alert")
+    error_min_events: int = Field(20, ge=1, description="Fewest statements in a window for it to be judged")
+    surge_factor: float = Field(
+        4.0, gt=1, description="A service's events per window at least this times its baseline is a surge"
+    )
+    surge_min_events: int = Field(100, ge=1, description="Fewest events in a window for a surge")
+    surge_baseline_windows: int = Field(
+        30, ge=1, description="Windows the surge baseline (median events per window) is computed over"
+    )
+    surge_baseline_min_windows: int = Field(5, ge=1, description="Windows needed before surges are judged")
+
+
 class Settings(Overridable, BaseSettings):
     """Every dbopt setting. Built from the environment by :func:`load_settings` only."""
 
@@ -593,7 +677,7 @@ class Settings(Overridable, BaseSettings):
         description="Comma list of schemas pinned as search_path on every dbopt connection: resolves unqualified "
         "table names in services' statements; the demo creates its tables in the first (see streams/db.py)",
     )
-    schema_registry_url: Annotated[str | None, AfterValidator(_registry_url)] = Field(
+    schema_registry_url: HttpUrl | None = Field(
         None, description="Schema registry (Confluent wire format); unset: Avro single-object encoding"
     )
     topics: Topics = Field(default_factory=Topics, description="Topic names")
@@ -621,10 +705,13 @@ class Settings(Overridable, BaseSettings):
     advise: AdviseSettings = Field(default_factory=AdviseSettings, description="The advisor")
     windows: WindowSettings = Field(default_factory=WindowSettings, description="Windows and the worker")
     notify: NotifySettings = Field(default_factory=NotifySettings, description="dbopt notify")
-    ui_url: Annotated[str | None, AfterValidator(_registry_url)] = Field(
+    ui_url: HttpUrl | None = Field(
         None, description="Base URL of the live page, linked from notifications; unset: no link"
     )
     otlp: OtlpSettings = Field(default_factory=OtlpSettings, description="The OpenTelemetry receiver")
+    collect: CollectSettings = Field(default_factory=CollectSettings, description="dbopt collect")
+    pools: PoolSettings = Field(default_factory=PoolSettings, description="Pool alerts, budget and advice")
+    alert_rules: AlertRuleSettings = Field(default_factory=AlertRuleSettings, description="Error and surge alerts")
 
     @model_validator(mode="after")
     def _own_schema_not_searched(self) -> Self:
