@@ -45,6 +45,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     SecretStr,
+    Strict,
     ValidationError,
     model_validator,
 )
@@ -111,6 +112,7 @@ S = TypeVar("S")
 # a comma-separated variable (DBOPT_FREEZE_WEEKDAYS=sat,sun); empty means an empty list
 CommaList = Annotated[tuple[T, ...], BeforeValidator(_split_commas)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+JsonPositive = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]  # a JSON number, not "5" or true
 
 
 def _known_zone(name: str) -> str:
@@ -304,14 +306,14 @@ class DomainSettings(Group):
     )
     default_context: str = Field("other", description="Context of a query that touches no table of a rule")
     default_criticality: Criticality = Field("medium", description="Criticality of the default context")
-    slo_p95_ms: Annotated[dict[str, PositiveFloat], _over_defaults(DEFAULT_SLO_P95_MS)] = Field(
+    slo_p95_ms: Annotated[dict[str, JsonPositive], _over_defaults(DEFAULT_SLO_P95_MS)] = Field(
         DEFAULT_SLO_P95_MS,
         description="JSON object context -> p95 SLO (ms), merged over the defaults",
     )
     default_slo_p95_ms: Annotated[PositiveFloat, Env("DBOPT_SLO_DEFAULT_P95_MS")] = Field(
         200.0, description="p95 SLO (ms) of a context without its own"
     )
-    season_slo_multipliers: Annotated[dict[Season, PositiveFloat], _over_defaults(dict.fromkeys(SEASONS, 1.0))] = Field(
+    season_slo_multipliers: Annotated[dict[Season, JsonPositive], _over_defaults(dict.fromkeys(SEASONS, 1.0))] = Field(
         dict.fromkeys(SEASONS, 1.0),
         description="JSON object season -> factor: SLO threshold = base SLO x factor of the window's season",
     )
