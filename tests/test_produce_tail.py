@@ -206,8 +206,8 @@ def test_tail_reports_undecodable_records(settings: Settings) -> None:
     topic = settings.topics.dlq
     letter = EXAMPLES["DeadLetter"][0]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(topic, b"\x7bnot avro")
-    producer.produce(topic, Codec().encode("DeadLetter", letter, topic=topic))
+    producer.produce(topic, b"\x7bnot avro", partition=0)
+    producer.produce(topic, Codec().encode("DeadLetter", letter, topic=topic), partition=0)
     assert producer.flush(15) == 0
     out = _tail(settings, "dlq", "--from-beginning", "--timeout", "5")
     assert out.returncode == 1
