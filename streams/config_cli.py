@@ -42,6 +42,8 @@ def as_variable(value: Any) -> str:
     """How the value is written in its variable: lists comma-separated, objects as JSON."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, list):
         return ",".join(map(str, value))
     if isinstance(value, dict):
