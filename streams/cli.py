@@ -31,8 +31,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_STATUSES = f"""exit status:
   {EXIT_OK}    success
   {EXIT_FAILURE}    runtime failure: broker or database unreachable, a record that does not decode,
-       a command the executor failed, an unexpected error (one line on stderr; the traceback
-       with --log-level DEBUG)
+       an unexpected error (one line on stderr; its traceback with --log-level DEBUG)
   {EXIT_USAGE}    usage or configuration error: a wrong argument, an invalid or unknown DBOPT_*
        setting, a topic that does not exist
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
@@ -52,6 +51,7 @@ COMMANDS: dict[str, str] = {
     "advisor": "streams.advise.agent",
     "command": "streams.execute.command_cli",
     "executor": "streams.execute.cli",
+    "notify": "streams.notify.agent",
     "otlp": "streams.otlp.cli",
     "config": "streams.config_cli",
 }
