@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 
+import msgspec
 import pytest
 
 from streams.commands import (
@@ -18,6 +19,7 @@ from streams.commands import (
     verify,
 )
 from streams.config import Settings
+from streams.records import OptimizationCommand
 from streams.serde import Codec
 
 KEY = b"test-key"
@@ -28,8 +30,8 @@ def test_id_is_deterministic_and_ignores_spacing_case_and_comments() -> None:
     a = build_command("advisor", "create_index", SQL, created_at=1)
     b = build_command("advisor", "create_index", "create  index concurrently dbopt_idx_b on bookings(vendor_id) "
                       "/* why */ where status = 'confirmed'", created_at=2)
-    assert a["command_id"] == b["command_id"]
-    assert len(a["command_id"]) == 32
+    assert a.command_id == b.command_id
+    assert len(a.command_id) == 32
 
 
 def test_id_changes_with_literal_origin_and_rollback_of() -> None:
@@ -41,9 +43,9 @@ def test_id_changes_with_literal_origin_and_rollback_of() -> None:
 
 def test_signature_is_hmac_sha256_over_canonical_json_without_signature() -> None:
     record = sign(build_command("operator", "analyze", "ANALYZE bookings", reason="stale stats"), KEY)
-    body = {k: v for k, v in record.items() if k != "signature"}
+    body = {k: v for k, v in record.to_avro().items() if k != "signature"}
     expected = hmac.new(KEY, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), hashlib.sha256)
-    assert record["signature"] == expected.hexdigest()
+    assert record.signature == expected.hexdigest()
     assert verify(record, KEY)
     assert signature_problem(record, KEY) is None
 
@@ -53,14 +55,14 @@ def test_signature_is_hmac_sha256_over_canonical_json_without_signature() -> Non
     [
         {"sql": "DROP TABLE bookings"},
         {"emergency": True},
-        {"fingerprints": ["abc"]},
+        {"fingerprints": ("abc",)},
         {"cost_after": 1.0},
         {"origin": "advisor"},
     ],
 )
 def test_any_change_breaks_the_signature(change: dict[str, object]) -> None:
     record = sign(build_command("operator", "analyze", "ANALYZE bookings"), KEY)
-    tampered = {**record, **change}
+    tampered = msgspec.structs.replace(record, **change)
     assert not verify(tampered, KEY)
     assert "forged" in (signature_problem(tampered, KEY) or "")
 
@@ -68,7 +70,7 @@ def test_any_change_breaks_the_signature(change: dict[str, object]) -> None:
 def test_wrong_key_and_missing_signature_are_refused() -> None:
     record = sign(build_command("operator", "analyze", "ANALYZE bookings"), KEY)
     assert not verify(record, b"other-key")
-    unsigned = {**record, "signature": ""}
+    unsigned = msgspec.structs.replace(record, signature="")
     assert not verify(unsigned, KEY)
     assert "unsigned" in (signature_problem(unsigned, KEY) or "")
 
@@ -81,9 +83,9 @@ def test_signed_command_survives_avro_round_trip() -> None:
         KEY,
     )
     codec = Codec()
-    decoded = codec.decode(codec.encode("OptimizationCommand", record, topic="dbopt.commands.v1"))
-    assert decoded.record == record
-    assert verify(decoded.record, KEY)
+    decoded = codec.decode_record(codec.encode_record(record, topic="dbopt.commands.v1"))
+    assert isinstance(decoded, OptimizationCommand) and decoded == record
+    assert verify(decoded, KEY)
 
 
 def test_build_refuses_unknown_origin_action_and_non_operator_emergency() -> None:
@@ -105,9 +107,9 @@ def test_maintenance_gets_a_new_id_each_day_schema_changes_never() -> None:
     from streams.commands import DAY_MS
 
     day1, later_day1, day2 = 10 * DAY_MS + 5, 10 * DAY_MS + DAY_MS - 1, 11 * DAY_MS
-    analyze = [build_command("advisor", "analyze", "ANALYZE public.bookings", created_at=t)["command_id"]
+    analyze = [build_command("advisor", "analyze", "ANALYZE public.bookings", created_at=t).command_id
                for t in (day1, later_day1, day2)]
     assert analyze[0] == analyze[1] != analyze[2]
     index = "CREATE INDEX CONCURRENTLY dbopt_idx_b ON public.bookings (vendor_id)"
-    created = {build_command("advisor", "create_index", index, created_at=t)["command_id"] for t in (day1, day2)}
+    created = {build_command("advisor", "create_index", index, created_at=t).command_id for t in (day1, day2)}
     assert len(created) == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from streams.advise.records import kept_result, rollback_command
 from streams.advise.verify import History, Pending, Verifier, decide, judge, same_table
 from streams.commands import verify
 from streams.config import AdviseSettings
+from streams.records import OptimizationCommand, OptimizationResult, WindowStats
 from streams.serde import Codec
 
 S = AdviseSettings(verify_windows=3, verify_min_gain=0.2, write_tolerance=0.5, write_floor_ms=1.0, verify_timeout_s=600)
@@ -14,17 +17,13 @@ APPLIED = 100 * MIN + 30_000  # in the middle of a window: that window is ignore
 KEY = b"test-key"
 
 
-def _window(fp: str, start_min: int, p95: float, kind: str = "SELECT", count: int = 600) -> dict:
-    return {
-        "window_kind": "tumbling",
-        "window_start": start_min * MIN,
-        "window_end": (start_min + 1) * MIN,
-        "fingerprint": fp,
-        "count": count,
-        "p95_ms": p95,
-        "statement_type": kind,
-        "tables": ["bookings"],
-    }
+def _window(fp: str, start_min: int, p95: float, kind: str = "SELECT", count: int = 600) -> WindowStats:
+    return WindowStats(
+        window_id=f"{fp}-{start_min}", window_kind="tumbling", window_start=start_min * MIN,
+        window_end=(start_min + 1) * MIN, service="booking-service", fingerprint=fp, context="booking",
+        count=count, errors=0, min_ms=p95, max_ms=p95, p50_ms=p95, p95_ms=p95, p99_ms=p95,
+        statement_type=kind, tables=("bookings",),
+    )
 
 
 def _history(read_before: float, read_after: float, write_before: float, write_after: float) -> History:
@@ -90,8 +89,8 @@ def test_history_ignores_redelivered_and_context_rows_and_bounds_memory() -> Non
     h = History(3)
     assert h.add(_window("a", 1, 5.0))
     assert not h.add(_window("a", 1, 50.0))  # redelivered window keeps its first value
-    assert not h.add({**_window("a", 2, 5.0), "fingerprint": None})
-    assert not h.add({**_window("a", 2, 5.0), "window_kind": "hopping"})
+    assert not h.add(msgspec.structs.replace(_window("a", 2, 5.0), fingerprint=None))
+    assert not h.add(msgspec.structs.replace(_window("a", 2, 5.0), window_kind="hopping"))
     for m in range(2, 6):
         h.add(_window("a", m, float(m)))
     assert [p.start // MIN for p in h.points("a")] == [3, 4, 5]
@@ -103,22 +102,23 @@ def test_history_ignores_redelivered_and_context_rows_and_bounds_memory() -> Non
 
 def test_verifier_waits_for_evidence_and_builds_signed_records() -> None:
     v = Verifier(S)
-    result = {"command_id": "c1", "status": "applied", "table": "public.bookings", "sql": _pending().sql,
-              "rollback_sql": _pending().rollback_sql, "finished_at": APPLIED}
-    assert v.on_result({**result, "status": "rejected"}, "x") is None
+    result = OptimizationResult(command_id="c1", status="applied", reason="", table="public.bookings",
+                                sql=_pending().sql, rollback_sql=_pending().rollback_sql, finished_at=APPLIED)
+    assert v.on_result(msgspec.structs.replace(result, status="rejected"), "x") is None
     pending = v.on_result(result, "dbopt_idx_bookings_vendor_id_1")
     assert pending is not None and pending.fingerprints == ()
     v.history = _history(120.0, 110.0, 2.0, 2.0)
     assert v.due(APPLIED + 5 * MIN) == []  # no evidence: which fingerprints to judge is unknown
-    v.on_command({"command_id": "c1", "action": "create_index", "fingerprints": ["read"], "p95_before_ms": 150.0})
+    v.on_command(OptimizationCommand(command_id="c1", created_at=0, origin="advisor", action="create_index",
+                                     sql=_pending().sql, fingerprints=("read",), p95_before_ms=150.0, signature=""))
     ((done, verdict),) = v.due(APPLIED + 5 * MIN)
     assert not verdict.keep and v.pending == {} and v.on_result(result, "x") is None  # judged once
     command = rollback_command(done, verdict, KEY)
-    assert verify(command, KEY) and command["origin"] == "verifier" and command["action"] == "drop_index"
-    assert command["rollback_of"] == "c1" and command["sql"] == done.rollback_sql
-    assert "120.0" in command["reason"] and "110.0" in command["reason"]
+    assert verify(command, KEY) and command.origin == "verifier" and command.action == "drop_index"
+    assert command.rollback_of == "c1" and command.sql == done.rollback_sql
+    assert "120.0" in command.reason and "110.0" in command.reason
     kept = kept_result(done, verdict, now_ms=1)
-    assert kept["status"] == "kept" and kept["command_id"] == "c1" and kept["p95_after_ms"] == 110.0
+    assert kept.status == "kept" and kept.command_id == "c1" and kept.p95_after_ms == 110.0
     codec = Codec()
-    codec.validate("OptimizationCommand", command)
-    codec.validate("OptimizationResult", kept)
+    codec.validate(command.SCHEMA, command.to_avro())
+    codec.validate(kept.SCHEMA, kept.to_avro())

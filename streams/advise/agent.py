@@ -37,6 +37,7 @@ from streams.cli_args import add_logging_arguments
 from streams.commands import command_key
 from streams.config import Settings, load_settings
 from streams.kafka.topics import ensure_topics
+from streams.records import Alert, OptimizationCommand, OptimizationResult, Record, WindowStats
 from streams.serde import Codec, DecodeError
 
 HELP = "run the advisor: firing alerts -> HypoPG-checked index commands; verify applied indexes, roll back"
@@ -52,42 +53,42 @@ class Advisor:
     def __init__(
         self,
         settings: Settings,
-        send: Callable[[str, str, str, dict[str, Any]], None],
+        send: Callable[[str, str, Record], None],
         connect: Callable[[], Evaluator] | None = None,
     ) -> None:
         self.settings = settings
         self.key = command_key(settings)
-        self.send = send  # (topic, schema name, key, record)
+        self.send = send  # (topic, key, record)
         self.connect = connect or (lambda: Evaluator.connect(settings))
         self.verifier = Verifier(settings.advise)
-        self.firing: dict[str, dict[str, Any]] = {}  # fingerprint -> latest firing alert
+        self.firing: dict[str, Alert] = {}  # fingerprint -> latest firing alert
         self.waiting: set[str] = set()  # firing fingerprints not evaluated yet
         self.proposed: set[str] = set()  # command ids sent by this process
         self.retry_at_ms = 0  # after a database failure, evaluation waits until then
 
     # --- input -----------------------------------------------------------------------------------
 
-    def on_alert(self, alert: dict[str, Any]) -> None:
-        fp = alert.get("fingerprint")
-        if not fp or alert.get("kind") not in _ACTIONABLE:
+    def on_alert(self, alert: Alert) -> None:
+        fp = alert.fingerprint
+        if not fp or alert.kind not in _ACTIONABLE:
             return
-        if alert.get("state") == "resolved":
+        if alert.state == "resolved":
             self.firing.pop(fp, None)
             self.waiting.discard(fp)
-        elif alert.get("query_text"):
+        elif alert.query_text:
             if fp not in self.firing:
                 self.waiting.add(fp)
             self.firing[fp] = alert
 
-    def on_window(self, window: dict[str, Any]) -> None:
+    def on_window(self, window: WindowStats) -> None:
         self.verifier.history.add(window)
 
-    def on_command(self, command: dict[str, Any]) -> None:
+    def on_command(self, command: OptimizationCommand) -> None:
         self.verifier.on_command(command)
 
-    def on_result(self, result: dict[str, Any]) -> None:
-        created = created_index_name(result["sql"])  # only CREATE INDEX results are verified
-        pending = self.verifier.on_result(result, created and (result.get("index_name") or created))
+    def on_result(self, result: OptimizationResult) -> None:
+        created = created_index_name(result.sql)  # only CREATE INDEX results are verified
+        pending = self.verifier.on_result(result, created and (result.index_name or created))
         if pending is not None:
             log.info("verifying %s on %s (applied at %d)", pending.index_name, pending.table, pending.applied_at)
 
@@ -101,35 +102,23 @@ class Advisor:
         for pending, verdict in self.verifier.due(now_ms):
             if verdict.keep:
                 log.info("keeping %s: %s", pending.index_name, verdict.reason)
-                self.send(self.settings.topics.results, "OptimizationResult", pending.command_id,
-                          kept_result(pending, verdict, now_ms))
+                self.send(self.settings.topics.results, pending.command_id, kept_result(pending, verdict, now_ms))
             else:
                 command = rollback_command(pending, verdict, self.key)
-                log.warning("rolling back %s: %s (command %s)", pending.index_name, verdict.reason,
-                            command["command_id"])
+                log.warning("rolling back %s: %s (command %s)", pending.index_name, verdict.reason, command.command_id)
                 self._send_command(command)
 
-    def _send_command(self, command: dict[str, Any]) -> None:
-        if command["command_id"] in self.proposed:
+    def _send_command(self, command: OptimizationCommand) -> None:
+        if command.command_id in self.proposed:
             return
-        self.proposed.add(command["command_id"])
-        self.send(self.settings.topics.commands, "OptimizationCommand", command["command_id"], command)
+        self.proposed.add(command.command_id)
+        self.send(self.settings.topics.commands, command.command_id, command)
 
     def _advise(self) -> bool:
         """Evaluate the waiting fingerprints and send commands; False when the database failed."""
         fingerprints = sorted(self.waiting)
         history = self.verifier.history
-        queries = [
-            QueryInput(
-                fingerprint=fp,
-                sql=self.firing[fp]["query_text"],
-                p95_ms=self.firing[fp].get("p95_ms"),
-                calls_per_s=history.calls_per_s(fp),
-                service=self.firing[fp].get("service"),
-                context=self.firing[fp].get("context"),
-            )
-            for fp in fingerprints
-        ]
+        queries = [QueryInput.from_alert(self.firing[fp], history.calls_per_s(fp)) for fp in fingerprints]
         try:
             evaluator = self.connect()
         except (psycopg.Error, EvaluationError) as exc:
@@ -158,7 +147,7 @@ class Advisor:
 
     def _tables_of(self, fingerprint: str) -> list[str]:
         try:
-            return [t.table for t in analyze_sql(self.firing[fingerprint]["query_text"]).tables]
+            return [t.table for t in analyze_sql(self.firing[fingerprint].query_text or "").tables]
         except ValueError:
             return []
 
@@ -195,16 +184,16 @@ def run_advisor(
     codec = Codec.from_settings(settings)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
 
-    def send(topic: str, schema: str, key: str, record: dict[str, Any]) -> None:
-        producer.produce(topic, key=key.encode(), value=codec.encode(schema, record, topic=topic))
+    def send(topic: str, key: str, record: Record) -> None:
+        producer.produce(topic, key=key.encode(), value=codec.encode_record(record, topic=topic))
 
     advisor = Advisor(settings, send, connect)
     topics = settings.topics
-    handlers: dict[str, Callable[[dict[str, Any]], None]] = {
-        topics.alerts: advisor.on_alert,
-        topics.latency_windows: advisor.on_window,
-        topics.commands: advisor.on_command,
-        topics.results: advisor.on_result,
+    handlers: dict[str, tuple[type[Record], Callable[[Any], None]]] = {  # topic -> (record it carries, handler)
+        topics.alerts: (Alert, advisor.on_alert),
+        topics.latency_windows: (WindowStats, advisor.on_window),
+        topics.commands: (OptimizationCommand, advisor.on_command),
+        topics.results: (OptimizationResult, advisor.on_result),
     }
     consumer = Consumer(
         {
@@ -229,11 +218,15 @@ def run_advisor(
                     log.warning("consumer: %s", msg.error())
                     continue
                 try:
-                    record = codec.decode(msg.value()).record
+                    record = codec.decode_record(msg.value())
                 except DecodeError as exc:
                     log.warning("skipping undecodable record on %s@%d: %s", msg.topic(), msg.offset(), exc)
                     continue
-                handlers[msg.topic()](record)
+                expected, handle = handlers[msg.topic()]
+                if not isinstance(record, expected):
+                    log.warning("skipping a %s on %s@%d", record.SCHEMA, msg.topic(), msg.offset())
+                    continue
+                handle(record)
             advisor.tick()
             producer.flush(10)
             if messages:

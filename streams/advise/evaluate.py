@@ -35,6 +35,7 @@ from streams import db
 from streams.advise.analysis import QueryShape, UnsupportedStatement, analyze_sql
 from streams.advise.candidates import ExistingIndex, IndexCandidate, candidates_for, covering_index
 from streams.config import AdviseSettings, Settings
+from streams.records import Alert
 from streams.sql import SqlParseError
 
 _STMT = "dbopt_advise_stmt"
@@ -54,6 +55,12 @@ class QueryInput:
     calls_per_s: float | None = None  # observed rate; None when unknown
     service: str | None = None
     context: str | None = None
+
+    @classmethod
+    def from_alert(cls, alert: Alert, calls_per_s: float | None) -> QueryInput:
+        """The query of a firing alert (one with a fingerprint and its text)."""
+        assert alert.fingerprint and alert.query_text
+        return cls(alert.fingerprint, alert.query_text, alert.p95_ms, calls_per_s, alert.service, alert.context)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,16 +6,14 @@ by this process or after a restart, is the same command, which the executor runs
 
 from __future__ import annotations
 
-import time
-from typing import Any, Mapping
-
 from streams.advise.candidates import analyze_statement
 from streams.advise.evaluate import Proposal, TableStats
 from streams.advise.verify import Pending, Verdict
 from streams.commands import build_command, sign
+from streams.records import Alert, OptimizationCommand, OptimizationResult
 
 
-def index_command(proposal: Proposal, alert: Mapping[str, Any] | None, key: bytes) -> dict[str, Any]:
+def index_command(proposal: Proposal, alert: Alert | None, key: bytes) -> OptimizationCommand:
     """The signed CREATE INDEX CONCURRENTLY command for ``proposal``, with its evidence."""
     candidate = proposal.candidate
     return sign(
@@ -25,8 +23,8 @@ def index_command(proposal: Proposal, alert: Mapping[str, Any] | None, key: byte
             candidate.create_sql(),
             rollback_sql=candidate.drop_sql(),
             table=candidate.qualified_table,
-            service=(alert or {}).get("service"),
-            context=(alert or {}).get("context"),
+            service=alert.service if alert else None,
+            context=alert.context if alert else None,
             fingerprints=proposal.fingerprints,
             p95_before_ms=proposal.p95_before_ms,
             cost_before=proposal.cost_before,
@@ -37,7 +35,7 @@ def index_command(proposal: Proposal, alert: Mapping[str, Any] | None, key: byte
     )
 
 
-def analyze_command(stats: TableStats, why: str, fingerprints: tuple[str, ...], key: bytes) -> dict[str, Any]:
+def analyze_command(stats: TableStats, why: str, fingerprints: tuple[str, ...], key: bytes) -> OptimizationCommand:
     """The signed ANALYZE command for a table whose statistics are stale."""
     return sign(
         build_command(
@@ -52,18 +50,11 @@ def analyze_command(stats: TableStats, why: str, fingerprints: tuple[str, ...], 
     )
 
 
-def _figures(verdict: Verdict) -> dict[str, float | None]:
-    return {
-        "p95_before_ms": verdict.p95_before_ms,
-        "p95_after_ms": verdict.p95_after_ms,
-        "write_p95_before_ms": verdict.write_p95_before_ms,
-        "write_p95_after_ms": verdict.write_p95_after_ms,
-    }
-
-
-def rollback_command(pending: Pending, verdict: Verdict, key: bytes) -> dict[str, Any]:
+def rollback_command(pending: Pending, verdict: Verdict, key: bytes) -> OptimizationCommand:
     """The signed DROP INDEX CONCURRENTLY undoing ``pending``'s command, with the figures."""
-    figures = ", ".join(f"{k}={v:.1f}" for k, v in _figures(verdict).items() if v is not None)
+    figures = ", ".join(
+        f"{name}={getattr(verdict, name):.1f}" for name in Verdict.FIGURES if getattr(verdict, name) is not None
+    )
     return sign(
         build_command(
             "verifier",
@@ -84,20 +75,22 @@ def rollback_command(pending: Pending, verdict: Verdict, key: bytes) -> dict[str
     )
 
 
-def kept_result(pending: Pending, verdict: Verdict, now_ms: int | None = None) -> dict[str, Any]:
-    """The OptimizationResult saying an applied index was verified and kept."""
-    return {
-        "command_id": pending.command_id,
-        "status": "kept",
-        "reason": f"verified: {verdict.reason}",
-        "table": pending.table or None,
-        "sql": pending.sql,
-        "rollback_sql": pending.rollback_sql or None,
-        "index_name": pending.index_name,
-        "finished_at": int(time.time() * 1000) if now_ms is None else now_ms,
-        "duration_ms": None,
-        **_figures(verdict),
-        "cost_before": pending.cost_before,
-        "cost_after": pending.cost_after,
-        "executor_id": "verifier",
-    }
+def kept_result(pending: Pending, verdict: Verdict, now_ms: int) -> OptimizationResult:
+    """The result saying an applied index was verified and kept."""
+    return OptimizationResult(
+        command_id=pending.command_id,
+        status="kept",
+        reason=f"verified: {verdict.reason}",
+        table=pending.table or None,
+        sql=pending.sql,
+        rollback_sql=pending.rollback_sql or None,
+        index_name=pending.index_name,
+        finished_at=now_ms,
+        p95_before_ms=verdict.p95_before_ms,
+        p95_after_ms=verdict.p95_after_ms,
+        write_p95_before_ms=verdict.write_p95_before_ms,
+        write_p95_after_ms=verdict.write_p95_after_ms,
+        cost_before=pending.cost_before,
+        cost_after=pending.cost_after,
+        executor_id="verifier",
+    )

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import ClassVar
 
 from streams.config import AdviseSettings
+from streams.records import OptimizationCommand, OptimizationResult, WindowStats
 
 WRITE_TYPES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
 
@@ -50,19 +51,19 @@ class History:
         self._points: dict[str, dict[int, WindowPoint]] = {}
         self._meta: dict[str, tuple[str | None, tuple[str, ...]]] = {}
 
-    def add(self, record: Mapping[str, Any]) -> bool:
-        """Remember one WindowStats row; False when it is not a new tumbling fingerprint row."""
-        fp = record.get("fingerprint")
-        if not fp or record.get("window_kind") != "tumbling":
+    def add(self, window: WindowStats) -> bool:
+        """Remember one window row; False when it is not a new tumbling fingerprint row."""
+        fp = window.fingerprint
+        if not fp or window.window_kind != "tumbling":
             return False
         points = self._points.setdefault(fp, {})
-        start = int(record["window_start"])
+        start = window.window_start
         if start in points:
             return False  # a redelivered window: emit-final means the first copy is the value
-        points[start] = WindowPoint(start, int(record["window_end"]), int(record["count"]), float(record["p95_ms"]))
+        points[start] = WindowPoint(start, window.window_end, window.count, window.p95_ms)
         if len(points) > self._max:
             del points[min(points)]
-        self._meta[fp] = (record.get("statement_type"), tuple(record.get("tables") or ()))
+        self._meta[fp] = (window.statement_type, window.tables)
         return True
 
     def points(self, fingerprint: str) -> list[WindowPoint]:
@@ -115,6 +116,8 @@ class Verdict:
     p95_after_ms: float | None = None
     write_p95_before_ms: float | None = None
     write_p95_after_ms: float | None = None
+
+    FIGURES: ClassVar[tuple[str, ...]] = ("p95_before_ms", "p95_after_ms", "write_p95_before_ms", "write_p95_after_ms")
 
 
 def decide(
@@ -191,31 +194,31 @@ class Verifier:
     settings: AdviseSettings
     history: History = field(init=False)
     pending: dict[str, Pending] = field(default_factory=dict)
-    evidence: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # command_id -> command
+    evidence: dict[str, OptimizationCommand] = field(default_factory=dict)  # command_id -> command
     done: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.history = History(self.settings.history_windows)
 
-    def on_command(self, command: Mapping[str, Any]) -> None:
-        if command.get("action") == "create_index" and command.get("fingerprints"):
-            self.evidence[command["command_id"]] = command
-            waiting = self.pending.get(command["command_id"])
+    def on_command(self, command: OptimizationCommand) -> None:
+        if command.action == "create_index" and command.fingerprints:
+            self.evidence[command.command_id] = command
+            waiting = self.pending.get(command.command_id)
             if waiting is not None:
                 _fill(waiting, command)
 
-    def on_result(self, result: Mapping[str, Any], index_name: str | None) -> Pending | None:
+    def on_result(self, result: OptimizationResult, index_name: str | None) -> Pending | None:
         """Start verifying an applied CREATE INDEX (``index_name`` parsed by the caller)."""
-        cid = result["command_id"]
-        if result.get("status") != "applied" or not index_name or cid in self.done or cid in self.pending:
+        cid = result.command_id
+        if result.status != "applied" or not index_name or cid in self.done or cid in self.pending:
             return None
         pending = Pending(
             command_id=cid,
-            table=result.get("table") or "",
+            table=result.table or "",
             index_name=index_name,
-            sql=result["sql"],
-            rollback_sql=result.get("rollback_sql") or "",
-            applied_at=int(result["finished_at"]),
+            sql=result.sql,
+            rollback_sql=result.rollback_sql or "",
+            applied_at=result.finished_at,
         )
         command = self.evidence.get(cid)
         if command is not None:
@@ -239,12 +242,12 @@ class Verifier:
         return out
 
 
-def _fill(pending: Pending, command: Mapping[str, Any]) -> None:
-    pending.fingerprints = tuple(command.get("fingerprints") or ())
-    pending.p95_before_ms = command.get("p95_before_ms")
-    pending.cost_before = command.get("cost_before")
-    pending.cost_after = command.get("cost_after")
-    pending.service = command.get("service")
-    pending.context = command.get("context")
-    pending.table = pending.table or command.get("table") or ""
-    pending.rollback_sql = pending.rollback_sql or command.get("rollback_sql") or ""
+def _fill(pending: Pending, command: OptimizationCommand) -> None:
+    pending.fingerprints = command.fingerprints
+    pending.p95_before_ms = command.p95_before_ms
+    pending.cost_before = command.cost_before
+    pending.cost_after = command.cost_after
+    pending.service = command.service
+    pending.context = command.context
+    pending.table = pending.table or command.table or ""
+    pending.rollback_sql = pending.rollback_sql or command.rollback_sql or ""

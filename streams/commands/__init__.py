@@ -1,9 +1,9 @@
 """OptimizationCommand records: building, deterministic ids, HMAC signing and verification.
 
 Shared by everything that writes commands (the advisor, its verifier, ``dbopt command submit``)
-and by the executor that checks them. A command is a plain dict shaped like
-``schemas/OptimizationCommand.avsc``; every field of the schema is always present, so a record
-that went through Avro and back verifies exactly like the one that was signed.
+and by the executor that checks them. A command is a :class:`streams.records.OptimizationCommand`;
+the signature covers its Avro form (every field of the schema), so a record that went through
+Avro and back verifies exactly like the one that was signed.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any, Iterable
+from typing import Iterable
 
+import msgspec
 from pglast import parse_sql
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
 from streams.config import ConfigError, Settings
+from streams.records import OptimizationCommand
 
 ORIGINS = ("advisor", "operator", "verifier")
 ACTIONS = ("create_index", "drop_index", "analyze", "vacuum", "reindex")
@@ -37,7 +39,7 @@ def command_key(settings: Settings) -> bytes:
             "DBOPT_COMMAND_KEY is not set: commands are HMAC-signed and the executor refuses "
             "unsigned ones; set the same secret for the advisor, `dbopt command submit` and the executor"
         )
-    return settings.command_key.encode()
+    return settings.command_key.get_secret_value().encode()
 
 
 def normalized_sql(sql: str) -> str:
@@ -86,8 +88,8 @@ def build_command(
     cost_after: float | None = None,
     reason: str = "",
     created_at: int | None = None,
-) -> dict[str, Any]:
-    """An unsigned OptimizationCommand record (``signature`` is empty until :func:`sign`)."""
+) -> OptimizationCommand:
+    """An unsigned command (``signature`` is empty until :func:`sign`)."""
     if origin not in ORIGINS:
         raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
     if action not in ACTIONS and action != UNKNOWN_ACTION:
@@ -95,53 +97,53 @@ def build_command(
     if emergency and origin != "operator":
         raise ValueError("only an operator may mark a command as emergency")
     created = int(time.time() * 1000) if created_at is None else int(created_at)
-    return {
-        "command_id": command_id(origin, action, sql, rollback_of, created),
-        "created_at": created,
-        "origin": origin,
-        "action": action,
-        "sql": sql,
-        "rollback_sql": rollback_sql,
-        "table": table,
-        "emergency": bool(emergency),
-        "rollback_of": rollback_of,
-        "service": service,
-        "context": context,
-        "fingerprints": list(fingerprints),
-        "p95_before_ms": None if p95_before_ms is None else float(p95_before_ms),
-        "cost_before": None if cost_before is None else float(cost_before),
-        "cost_after": None if cost_after is None else float(cost_after),
-        "reason": reason,
-        "signature": "",
-    }
+    return OptimizationCommand(
+        command_id=command_id(origin, action, sql, rollback_of, created),
+        created_at=created,
+        origin=origin,
+        action=action,
+        sql=sql,
+        rollback_sql=rollback_sql,
+        table=table,
+        emergency=bool(emergency),
+        rollback_of=rollback_of,
+        service=service,
+        context=context,
+        fingerprints=tuple(fingerprints),
+        p95_before_ms=None if p95_before_ms is None else float(p95_before_ms),
+        cost_before=None if cost_before is None else float(cost_before),
+        cost_after=None if cost_after is None else float(cost_after),
+        reason=reason,
+        signature="",
+    )
 
 
-def canonical_bytes(record: dict[str, Any]) -> bytes:
-    """Canonical JSON of every field except ``signature`` (sorted keys, no spaces, UTF-8)."""
-    body = {k: v for k, v in record.items() if k != "signature"}
+def canonical_bytes(record: OptimizationCommand) -> bytes:
+    """Canonical JSON of every Avro field except ``signature`` (sorted keys, no spaces, UTF-8)."""
+    body = record.to_avro()
+    del body["signature"]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _mac(record: dict[str, Any], key: bytes) -> str:
+def _mac(record: OptimizationCommand, key: bytes) -> str:
     return hmac.new(key, canonical_bytes(record), hashlib.sha256).hexdigest()
 
 
-def sign(record: dict[str, Any], key: bytes) -> dict[str, Any]:
+def sign(record: OptimizationCommand, key: bytes) -> OptimizationCommand:
     """A copy of ``record`` with its HMAC-SHA256 signature (hex)."""
-    return {**record, "signature": _mac(record, key)}
+    return msgspec.structs.replace(record, signature=_mac(record, key))
 
 
-def verify(record: dict[str, Any], key: bytes) -> bool:
+def verify(record: OptimizationCommand, key: bytes) -> bool:
     """True when ``record`` carries the signature ``key`` makes for it (constant-time compare)."""
-    signature = record.get("signature")
-    if not isinstance(signature, str) or not signature:
+    if not record.signature:
         return False
-    return hmac.compare_digest(signature.encode(), _mac(record, key).encode())
+    return hmac.compare_digest(record.signature.encode(), _mac(record, key).encode())
 
 
-def signature_problem(record: dict[str, Any], key: bytes) -> str | None:
+def signature_problem(record: OptimizationCommand, key: bytes) -> str | None:
     """Why ``record`` must not be trusted, or None when its signature is good."""
-    if not record.get("signature"):
+    if not record.signature:
         return "unsigned command: it carries no signature"
     if not verify(record, key):
         return "forged or altered command: the signature does not match its content (HMAC-SHA256, DBOPT_COMMAND_KEY)"

@@ -18,6 +18,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from streams.records import OptimizationCommand
+
 TABLE = "dbopt_audit"
 STATUSES = ("running", "applied", "rejected", "deferred", "failed", "rolled_back", "kept")
 # statuses of an index creation whose index dbopt still owns
@@ -69,7 +71,7 @@ class AuditRow:
     duration_ms: float | None
     deferred_until: datetime | None
     result_emitted: bool
-    command: dict[str, Any]
+    command: OptimizationCommand  # the signed command as received (stored as its Avro-shaped JSON)
 
 
 class Audit:
@@ -87,7 +89,10 @@ class Audit:
     def _rows(self, where: str, params: dict[str, Any]) -> list[AuditRow]:
         query = sql.SQL("SELECT * FROM {} WHERE " + where + " ORDER BY received_at").format(self.table)
         with self.conn.cursor(row_factory=dict_row) as cur:
-            return [AuditRow(**row) for row in cur.execute(query, params).fetchall()]
+            return [
+                AuditRow(**{**row, "command": OptimizationCommand.from_avro(row["command"])})
+                for row in cur.execute(query, params).fetchall()
+            ]
 
     def get(self, command_id: str) -> AuditRow | None:
         rows = self._rows("command_id = %(id)s", {"id": command_id})
@@ -95,7 +100,7 @@ class Audit:
 
     def save(
         self,
-        command: dict[str, Any],
+        command: OptimizationCommand,
         status: str,
         reason: str,
         executor_id: str,
@@ -131,22 +136,22 @@ class Audit:
         self.conn.execute(
             query,
             {
-                "id": command["command_id"],
-                "origin": command["origin"],
-                "action": command["action"],
+                "id": command.command_id,
+                "origin": command.origin,
+                "action": command.action,
                 "status": status,
                 "reason": reason,
                 "table": table,
                 "index": index_name,
                 "sql": sql_text,
                 "rollback_sql": rollback_sql,
-                "rollback_of": command.get("rollback_of"),
-                "emergency": bool(command.get("emergency")),
+                "rollback_of": command.rollback_of,
+                "emergency": command.emergency,
                 "executor": executor_id,
                 "started": started,
                 "duration": duration_ms,
                 "until": deferred_until,
-                "command": Jsonb(command),
+                "command": Jsonb(command.to_avro()),
             },
         )
 

@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from streams.commands import build_command, command_key, sign
 from streams.config import Settings, load_settings
+from streams.records import OptimizationCommand
 from streams.serde import Codec
 
 from .allowlist import action_of
@@ -29,14 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     submit.add_argument("--reason", default="", help="why (kept with the command and in the audit)")
 
 
-def submit(settings: Settings, sql: str, *, emergency: bool = False, reason: str = "") -> dict[str, object]:
+def submit(settings: Settings, sql: str, *, emergency: bool = False, reason: str = "") -> OptimizationCommand:
     """Build, sign and send one operator command; returns the signed record."""
     if not sql.strip():
         raise ValueError("--sql is empty")
     key = command_key(settings)
     record = sign(build_command("operator", action_of(sql), sql, emergency=emergency, reason=reason), key)
     topic = settings.topics.commands
-    value = Codec.from_settings(settings).encode("OptimizationCommand", record, topic=topic)
+    value = Codec.from_settings(settings).encode_record(record, topic=topic)
     errors: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -44,7 +45,7 @@ def submit(settings: Settings, sql: str, *, emergency: bool = False, reason: str
             errors.append(str(err))
 
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
-    producer.produce(topic, key=str(record["command_id"]).encode(), value=value, on_delivery=delivered)
+    producer.produce(topic, key=record.command_id.encode(), value=value, on_delivery=delivered)
     remaining = producer.flush(30)
     if remaining or errors:
         raise RuntimeError(f"the command was not delivered to {topic} ({settings.kafka_bootstrap}): {errors or 'timeout'}")
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"dbopt command submit: {exc}")
         return 1
-    print(f"sent {record['action']} command to {settings.topics.commands}"
-          f"{' (emergency)' if record['emergency'] else ''}; its result will be on {settings.topics.results}")
-    print(record["command_id"])
+    print(f"sent {record.action} command to {settings.topics.commands}"
+          f"{' (emergency)' if record.emergency else ''}; its result will be on {settings.topics.results}")
+    print(record.command_id)
     return 0

@@ -42,13 +42,14 @@ from streams.commands import command_id, command_key, normalized_sql, signature_
 from streams.config import Settings
 from streams.domain.calendar import Calendar
 from streams.kafka.topics import ensure_topics
+from streams.records import OptimizationCommand, OptimizationResult
 from streams.serde import Codec, DecodeError
 
 from . import catalog
 from .allowlist import Rejected, ValidatedStatement, validate
 from .audit import Audit, AuditRow
 from .policy import Request, decide
-from .results import from_row, result_record
+from .results import from_row, unverified
 
 log = logging.getLogger("dbopt.executor")
 T = TypeVar("T")
@@ -65,7 +66,7 @@ class DeliveryError(RuntimeError):
 @dataclass(frozen=True)
 class Outcome:
     key: str
-    result: dict[str, Any]
+    result: OptimizationResult
     audited: bool  # the result stands for an audit row (mark it emitted once flushed)
 
 
@@ -179,24 +180,23 @@ class Executor:
 
     def handle(self, msg: Message) -> list[Outcome]:
         try:
-            decoded = self.codec.decode(msg.value())
+            record = self.codec.decode_record(msg.value())
         except DecodeError as exc:
             return [self._unverified(msg, f"undecodable command ({exc.reason}): {exc.detail}", "")]
-        record = decoded.record
-        if decoded.schema_name != "OptimizationCommand":
-            return [self._unverified(msg, f"not an OptimizationCommand but a {decoded.schema_name}", "")]
+        if not isinstance(record, OptimizationCommand):
+            return [self._unverified(msg, f"not an OptimizationCommand but a {record.SCHEMA}", "")]
         problem = signature_problem(record, self.key)
         if problem:
-            return [self._unverified(msg, f"{problem}; claimed command_id {record.get('command_id')!r}", record["sql"])]
+            return [self._unverified(msg, f"{problem}; claimed command_id {record.command_id!r}", record.sql)]
         return self._with_db(lambda: self._process(record))
 
     def _unverified(self, msg: Message, reason: str, sql_text: str) -> Outcome:
         key = f"unverified:{msg.topic()}/{msg.partition()}/{msg.offset()}"
         log.warning("rejected %s: %s", key, reason)
-        return Outcome(key, result_record(key, "rejected", reason, sql_text, executor_id=self.executor_id), False)
+        return Outcome(key, unverified(key, reason, sql_text, self.executor_id), False)
 
-    def _process(self, record: dict[str, Any]) -> list[Outcome]:
-        row = self.audit.get(record["command_id"])
+    def _process(self, record: OptimizationCommand) -> list[Outcome]:
+        row = self.audit.get(record.command_id)
         if row is not None and row.status != "deferred":
             if not row.result_emitted:  # final, but its result never reached Kafka
                 return [self._outcome(row)]
@@ -207,25 +207,25 @@ class Executor:
     def _outcome(self, row: AuditRow) -> Outcome:
         return Outcome(row.command_id, from_row(row, self.executor_id), True)
 
-    def _finish(self, record: dict[str, Any], status: str, reason: str, **fields: Any) -> list[Outcome]:
-        fields.setdefault("sql_text", record["sql"])
+    def _finish(self, record: OptimizationCommand, status: str, reason: str, **fields: Any) -> list[Outcome]:
+        fields.setdefault("sql_text", record.sql)
         self.audit.save(record, status, reason, self.executor_id, **fields)
-        row = self.audit.get(record["command_id"])
+        row = self.audit.get(record.command_id)
         assert row is not None
         log.info("command %s %s: %s", row.command_id, status, reason)
         return [self._outcome(row)]
 
-    def _evaluate(self, record: dict[str, Any]) -> list[Outcome]:
+    def _evaluate(self, record: OptimizationCommand) -> list[Outcome]:
         try:
             stmt, facts, original = self._check(record)
         except Rejected as exc:
             return self._finish(record, "rejected", exc.reason)
         decision = decide(
             Request(
-                origin=record["origin"],
+                origin=record.origin,
                 action=stmt.action,
                 table=facts.table,
-                emergency=bool(record.get("emergency")),
+                emergency=record.emergency,
                 is_rollback=original is not None,
                 index_count=facts.index_count,
             ),
@@ -256,34 +256,33 @@ class Executor:
             status, reason = "rolled_back", f"rolled back command {original.command_id} in {duration:.0f} ms"
         undone = original or facts.creator
         if undone is not None:
-            self.audit.mark_undone(undone.command_id, f"undone by command {record['command_id']}")
+            self.audit.mark_undone(undone.command_id, f"undone by command {record.command_id}")
             undone_row = self.audit.get(undone.command_id)
             assert undone_row is not None
             outcomes.append(self._outcome(undone_row))
         return self._finish(record, status, reason, rollback_sql=rollback_sql, duration_ms=duration, **where) + outcomes
 
-    def _check(self, record: dict[str, Any]) -> tuple[ValidatedStatement, catalog.Facts, AuditRow | None]:
-        expected = command_id(
-            record["origin"], record["action"], record["sql"], record.get("rollback_of"), record["created_at"]
-        )
-        if expected != record["command_id"]:
+    def _check(self, record: OptimizationCommand) -> tuple[ValidatedStatement, catalog.Facts, AuditRow | None]:
+        expected = command_id(record.origin, record.action, record.sql, record.rollback_of, record.created_at)
+        if expected != record.command_id:
             raise Rejected("command_id does not match the command's origin, action and statement")
-        if record.get("emergency") and record["origin"] != "operator":
-            raise Rejected(f"only an operator may mark a command as emergency (origin {record['origin']!r})")
-        stmt = validate(record["sql"], protected_schemas=(self.cfg.audit_schema,))
-        if record["action"] != stmt.action:
-            raise Rejected(f"the command says {record['action']!r} but its statement is {stmt.action!r}")
+        if record.emergency and record.origin != "operator":
+            raise Rejected(f"only an operator may mark a command as emergency (origin {record.origin!r})")
+        stmt = validate(record.sql, protected_schemas=(self.cfg.audit_schema,))
+        if record.action != stmt.action:
+            raise Rejected(f"the command says {record.action!r} but its statement is {stmt.action!r}")
         facts = catalog.check(self.conn, stmt, self.audit)
         original = None
-        if record.get("rollback_of"):
+        if record.rollback_of:
             original = self._rollback_target(record, stmt, facts)
         return stmt, facts, original
 
-    def _rollback_target(self, record: dict[str, Any], stmt: ValidatedStatement, facts: catalog.Facts) -> AuditRow:
-        original = self.audit.get(record["rollback_of"])
+    def _rollback_target(self, record: OptimizationCommand, stmt: ValidatedStatement, facts: catalog.Facts) -> AuditRow:
+        assert record.rollback_of is not None
+        original = self.audit.get(record.rollback_of)
         if original is None or original.status not in ("applied", "kept"):
             state = "unknown" if original is None else original.status
-            raise Rejected(f"rollback_of {record['rollback_of']} is not an applied command (it is {state})")
+            raise Rejected(f"rollback_of {record.rollback_of} is not an applied command (it is {state})")
         if original.action == "create_index":
             if facts.creator is None or facts.creator.command_id != original.command_id:
                 raise Rejected(f"this statement does not drop the index command {original.command_id} created")
@@ -318,15 +317,15 @@ class Executor:
 
         topic = self.settings.topics.results
         for outcome in outcomes:
-            value = self.codec.encode("OptimizationResult", outcome.result, topic=topic)
+            value = self.codec.encode_record(outcome.result, topic=topic)
             self._producer.produce(topic, key=outcome.key.encode(), value=value, on_delivery=delivered)
         remaining = self._producer.flush(30)
         if remaining or errors:
             raise DeliveryError(f"{remaining} result(s) not delivered to {topic}: {errors}")
         for outcome in outcomes:
-            self.report.statuses[outcome.result["status"]] += 1
+            self.report.statuses[outcome.result.status] += 1
             if outcome.audited:
-                self.audit.mark_result_emitted(outcome.result["command_id"])
+                self.audit.mark_result_emitted(outcome.result.command_id)
 
     def run(self, *, once: bool = False, max_commands: int | None = None, idle_timeout: float = 5.0) -> RunReport:
         """Consume commands until stopped, ``max_commands`` are done, or (``once``) the topic is idle."""
