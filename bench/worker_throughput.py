@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +166,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--topic", default="dbopt.bench.query-events.v1")
     args = parser.parse_args()
-    settings = replace(load_settings(), topics=Topics())
+    settings = load_settings().with_overrides(topics=Topics())
     fill(settings, args.topic, args.events, args.partitions)
     total = _total(settings, args.topic)
     plain = plain_loop(settings, args.topic, total)

@@ -12,7 +12,6 @@ import textwrap
 import time
 import urllib.request
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -81,7 +80,7 @@ def wait_until_serving(proc: subprocess.Popen[bytes], port: int, log: Path, time
 
 @pytest.fixture
 def small_settings(settings: Settings) -> Settings:
-    small = replace(settings, topic_policy=replace(TopicPolicy(), partitions=2))
+    small = settings.with_overrides(topic_policy=TopicPolicy(partitions=2))
     ensure_topics(small)
     return small
 

@@ -119,12 +119,12 @@ def demo_db(request: pytest.FixtureRequest, infra: Settings) -> Any:
     import uuid
 
     name = f"t_sim_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+    with psycopg.connect(infra.database_url.get_secret_value(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{infra.database_url.rpartition('/')[0]}/{name}"
+    url = f"{infra.database_url.get_secret_value().rpartition('/')[0]}/{name}"
     init_demo_db(infra, url, 20_000, say=lambda _: None)
     yield url
-    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+    with psycopg.connect(infra.database_url.get_secret_value(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import replace
 from typing import Any, Iterator
 
 import psycopg
@@ -30,7 +29,7 @@ MIN = 60_000
 @pytest.fixture
 def advisor(settings: Settings, bookings_db: str) -> Iterator[Settings]:  # noqa: F811
     """A running advisor on this test's topics and scratch database."""
-    adv = replace(settings.advise, consumer_group=f"advisor-{uuid.uuid4().hex[:8]}", min_cost=500)
+    adv = settings.advise.with_overrides(consumer_group=f"advisor-{uuid.uuid4().hex[:8]}", min_cost=500)
     s = settings.with_overrides(command_key=KEY, database_url=bookings_db, advise=adv)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(target=run_advisor, args=(s, stop, ready), daemon=True)
@@ -94,7 +93,7 @@ def test_alert_to_index_command_then_rollback_when_writes_regress(advisor: Setti
     assert command["cost_after"] <= 0.5 * command["cost_before"]
 
     # the executor applied it: build the index for real, then report as the executor does
-    with psycopg.connect(s.database_url, autocommit=True) as conn:
+    with psycopg.connect(s.database_url.get_secret_value(), autocommit=True) as conn:
         conn.execute(command["sql"])
     applied_at = (now // MIN - 6) * MIN + 1_000  # event time: a minute boundary just passed
     first = applied_at // MIN * MIN

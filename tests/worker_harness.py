@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -59,7 +59,7 @@ class Event:
 
 def worker_settings(settings: Settings, partitions: int) -> Settings:
     """The test's topics with ``partitions`` partitions, created on the broker."""
-    settings = replace(settings, topic_policy=TopicPolicy(partitions=partitions))
+    settings = settings.with_overrides(topic_policy=TopicPolicy(partitions=partitions))
     ensure_topics(settings)
     return settings
 

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from psycopg import sql
 
 from streams import db
-from streams.config import RUN_DIR, Settings, load_settings
+from streams.config import Settings, load_settings, run_dir
 from streams.cli_args import add_logging_arguments, logging_argv, positive_float, positive_int
 from streams.domain.slo import slo_ms
 from streams.execute.audit import TABLE as AUDIT_TABLE
@@ -32,7 +32,7 @@ from streams.serde import Codec, DecodeError
 
 HELP = "run the whole loop locally and show it live: worker, advisor, executor and the simulator"
 
-DEMO_DIR = RUN_DIR / "demo"
+DEMO_DIR = run_dir() / "demo"
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Children:
 def demo_env(settings: Settings, window_s: int) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DBOPT_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
-    env.setdefault("DBOPT_DATABASE_URL", settings.database_url)
+    env.setdefault("DBOPT_DATABASE_URL", settings.database_url.get_secret_value())
     if not env.get("DBOPT_COMMAND_KEY"):
         key_file = DEMO_DIR / "command.key"
         DEMO_DIR.mkdir(parents=True, exist_ok=True)
