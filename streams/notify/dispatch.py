@@ -62,7 +62,7 @@ class ChannelWorker(threading.Thread):
                     with db.connect(self.settings, application_name=f"dbopt-notify-{self.channel.name}") as conn:
                         delay = 0.5
                         self._serve(Ledger(conn, self.settings.executor.audit_schema), conn)
-                except psycopg.OperationalError as exc:
+                except psycopg.Error as exc:  # the server went away, or the ledger is not usable yet
                     self.active.clear()
                     log.warning("%s: ledger unavailable (%s); retrying in %.1fs", self.channel.name, exc, delay)
                     self.stop.wait(delay)
