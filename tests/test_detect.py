@@ -8,6 +8,7 @@ import pytest
 
 from streams.config import DetectSettings, Settings
 from streams.detect import Detector, severity
+from streams.records import Alert, WindowStats
 from streams.serde import Codec
 
 MINUTE = 60_000
@@ -16,29 +17,29 @@ SETTINGS = Settings()
 
 
 def window(i: int, p95: float, *, fingerprint: str | None = "fp1", count: int = 100, context: str = "booking",
-           criticality: str = "critical", kind: str = "tumbling") -> dict[str, Any]:  # fmt: skip
+           criticality: str = "critical", kind: str = "tumbling") -> WindowStats:  # fmt: skip
     start = T0 + i * MINUTE
-    return {
-        "window_id": f"{kind}-{start}-{fingerprint}-{context}",
-        "window_kind": kind,
-        "window_start": start,
-        "window_end": start + MINUTE,
-        "service": "booking-service",
-        "fingerprint": fingerprint,
-        "context": context,
-        "criticality": criticality,
-        "count": count,
-        "errors": 0,
-        "min_ms": 1.0,
-        "max_ms": p95 * 2,
-        "p50_ms": p95 / 2,
-        "p95_ms": p95,
-        "p99_ms": p95 * 1.5,
-        "query_text": "SELECT * FROM bookings WHERE id = $1" if fingerprint else None,
-    }
+    return WindowStats(
+        window_id=f"{kind}-{start}-{fingerprint}-{context}",
+        window_kind=kind,  # type: ignore[arg-type]
+        window_start=start,
+        window_end=start + MINUTE,
+        service="booking-service",
+        fingerprint=fingerprint,
+        context=context,
+        criticality=criticality,
+        count=count,
+        errors=0,
+        min_ms=1.0,
+        max_ms=p95 * 2,
+        p50_ms=p95 / 2,
+        p95_ms=p95,
+        p99_ms=p95 * 1.5,
+        query_text="SELECT * FROM bookings WHERE id = $1" if fingerprint else None,
+    )
 
 
-def feed(detector: Detector, p95s: list[float], **kw: Any) -> list[list[dict[str, Any]]]:
+def feed(detector: Detector, p95s: list[float], **kw: Any) -> list[list[Alert]]:
     return [detector.observe(window(i, p, **kw), now_ms=T0 + (i + 2) * MINUTE) for i, p in enumerate(p95s)]
 
 
@@ -51,13 +52,13 @@ def test_breach_fires_once_stays_quiet_and_resolves_after_two_good_windows() -> 
     detector = slo_only()
     # booking SLO is 50 ms
     alerts = feed(detector, [40, 60, 70, 80, 90, 45, 60, 40, 30, 20])
-    states = [[(a["kind"], a["state"]) for a in step] for step in alerts]
+    states = [[(a.kind, a.state) for a in step] for step in alerts]
     assert states == [[], [], [("slo", "firing")], [], [], [], [], [], [("slo", "resolved")], []]
     fired, resolved = alerts[2][0], alerts[8][0]
-    assert fired["threshold_ms"] == 50.0 and fired["p95_ms"] == 70.0
-    assert fired["window_start"] == T0 + 2 * MINUTE
-    assert fired["severity"] == resolved["severity"] == "high"  # critical context, 1.4x
-    assert fired["alert_id"] != resolved["alert_id"]
+    assert fired.threshold_ms == 50.0 and fired.p95_ms == 70.0
+    assert fired.window_start == T0 + 2 * MINUTE
+    assert fired.severity == resolved.severity == "high"  # critical context, 1.4x
+    assert fired.alert_id != resolved.alert_id
 
 
 def test_single_breaching_window_does_not_fire() -> None:
@@ -69,7 +70,7 @@ def test_duplicate_and_stale_windows_are_ignored() -> None:
     w1, w2 = window(1, 80), window(2, 80)
     assert detector.observe(w1, T0) == []
     fired = detector.observe(w2, T0)
-    assert [a["state"] for a in fired] == ["firing"]
+    assert [a.state for a in fired] == ["firing"]
     assert detector.observe(w2, T0) == []  # the same window emitted again after a crash
     assert detector.observe(w1, T0) == []  # an older one
     # a fresh detector on the same stored state (a restart) does not fire again either
@@ -81,13 +82,13 @@ def test_duplicate_and_stale_windows_are_ignored() -> None:
 def test_alert_ids_are_deterministic() -> None:
     a = feed(slo_only(), [80, 80])[1][0]
     b = feed(slo_only(), [80, 80])[1][0]
-    assert a["alert_id"] == b["alert_id"] and len(a["alert_id"]) == 32
+    assert a.alert_id == b.alert_id and len(a.alert_id) == 32
 
 
 def test_windows_with_too_few_samples_are_neutral() -> None:
     detector = slo_only()
     alerts = [detector.observe(window(i, 500, count=c), T0) for i, c in enumerate([5, 100, 5, 5, 100])]
-    assert [[a["state"] for a in step] for step in alerts] == [[], [], [], [], ["firing"]]
+    assert [[a.state for a in step] for step in alerts] == [[], [], [], [], ["firing"]]
 
 
 def test_hopping_windows_are_ignored_by_default_and_configurable() -> None:
@@ -106,7 +107,7 @@ def test_context_rows_use_the_context_slo() -> None:
 def test_fire_and_resolve_counts_are_configurable() -> None:
     settings = SETTINGS.with_overrides(detect=DetectSettings(fire_after=3, resolve_after=1, baseline_min_windows=10_000))
     alerts = feed(Detector(settings), [80, 80, 80, 10])
-    assert [[a["state"] for a in step] for step in alerts] == [[], [], ["firing"], ["resolved"]]
+    assert [[a.state for a in step] for step in alerts] == [[], [], ["firing"], ["resolved"]]
 
 
 def test_regression_needs_a_baseline_and_the_floor() -> None:
@@ -122,11 +123,11 @@ def test_regression_needs_a_baseline_and_the_floor() -> None:
     assert all(step == [] for step in quiet)
     d3 = Detector(SETTINGS)
     loud = feed(d3, [4, 4, 4, 40, 40, 40, 4, 4], **kw)
-    states = [[(a["kind"], a["state"]) for a in step] for step in loud]
+    states = [[(a.kind, a.state) for a in step] for step in loud]
     assert states == [[], [], [], [], [("regression", "firing")], [], [], [("regression", "resolved")]]
     fired = loud[4][0]
-    assert fired["baseline_ms"] == 4.0 and fired["threshold_ms"] == 12.0
-    assert fired["severity"] == "warning"  # medium criticality, 40/12 = 3.3x
+    assert fired.baseline_ms == 4.0 and fired.threshold_ms == 12.0
+    assert fired.severity == "warning"  # medium criticality, 40/12 = 3.3x
 
 
 def test_regressing_windows_stay_out_of_the_baseline() -> None:
@@ -163,8 +164,8 @@ def test_alerts_fit_the_alert_schema() -> None:
     codec = Codec()
     detector = Detector(SETTINGS)
     alerts = [a for step in feed(detector, [4, 4, 4, 80, 80, 4, 4]) for a in step]
-    assert {(a["kind"], a["state"]) for a in alerts} == {
+    assert {(a.kind, a.state) for a in alerts} == {
         ("slo", "firing"), ("slo", "resolved"), ("regression", "firing"), ("regression", "resolved"),
     }  # fmt: skip
     for alert in alerts:
-        assert codec.decode(codec.encode("Alert", alert, topic="dbopt.alerts.v1")).record == alert
+        assert codec.decode_record(codec.encode_record(alert, topic="dbopt.alerts.v1")) == alert

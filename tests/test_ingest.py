@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import pytest
 
 from streams.config import IngestSettings, Settings
 from streams.ingest import OTHER_FINGERPRINT, Accepted, FingerprintCap, Rejected, dead_letter, validate
+from streams.records import Alert, DeadLetter, QueryEvent
 from streams.serde import Codec
 from streams.sql import normalize
 
@@ -18,33 +20,26 @@ SETTINGS = Settings()
 CODEC = Codec()
 
 
-def event(**changes: Any) -> dict[str, Any]:
-    sql = "SELECT * FROM bookings WHERE id = $1"
-    record = {
-        "event_id": "e-1",
-        "service": "booking-service",
-        "instance_id": "pod-1",
-        "event_time": NOW - 1000,
-        "fingerprint": None,
-        "query_text": sql,
-        "statement_type": "SELECT",
-        "tables": [],
-        "duration_ms": 12.5,
-        "rows": 1,
-        "error": None,
-        "database": "dbopt",
-        "vendor_category": None,
-        "wedding_id": None,
-    }
-    record.update(changes)
-    return record
+def event(**changes: Any) -> QueryEvent:
+    record = QueryEvent(
+        event_id="e-1",
+        service="booking-service",
+        instance_id="pod-1",
+        event_time=NOW - 1000,
+        query_text="SELECT * FROM bookings WHERE id = $1",
+        statement_type="SELECT",
+        duration_ms=12.5,
+        rows=1,
+        database="dbopt",
+    )
+    return msgspec.structs.replace(record, **changes)
 
 
-def run(record: dict[str, Any], settings: Settings = SETTINGS) -> Accepted | Rejected:
-    return validate(CODEC.encode("QueryEvent", record, topic=TOPIC), CODEC, settings, NOW)
+def run(record: QueryEvent, settings: Settings = SETTINGS) -> Accepted | Rejected:
+    return validate(CODEC.encode_record(record, topic=TOPIC), CODEC, settings, NOW)
 
 
-def rejected(record: dict[str, Any], settings: Settings = SETTINGS) -> Rejected:
+def rejected(record: QueryEvent, settings: Settings = SETTINGS) -> Rejected:
     result = run(record, settings)
     assert isinstance(result, Rejected), result
     return result
@@ -54,17 +49,17 @@ def test_valid_event_is_accepted_fingerprinted_and_classified() -> None:
     result = run(event())
     assert isinstance(result, Accepted)
     expected = normalize("SELECT * FROM bookings WHERE id = 42")
-    assert result.event["fingerprint"] == expected.fingerprint
-    assert result.event["query_text"] == "SELECT * FROM bookings WHERE id = $1"
-    assert result.event["tables"] == ["bookings"]
+    assert result.event.fingerprint == expected.fingerprint
+    assert result.event.query_text == "SELECT * FROM bookings WHERE id = $1"
+    assert result.event.tables == ("bookings",)
     assert (result.context, result.criticality) == ("booking", "critical")
 
 
 def test_producer_fingerprint_and_tables_are_kept() -> None:
-    result = run(event(fingerprint="abc123", tables=["Payments"]))
+    result = run(event(fingerprint="abc123", tables=("Payments",)))
     assert isinstance(result, Accepted)
-    assert result.event["fingerprint"] == "abc123"
-    assert result.event["tables"] == ["payments"]
+    assert result.event.fingerprint == "abc123"
+    assert result.event.tables == ("payments",)
     assert result.context == "payment"
 
 
@@ -72,10 +67,10 @@ def test_literals_that_arrive_are_stripped() -> None:
     raw = "SELECT * FROM guests WHERE email = 'ann@example.com' AND age > 30"
     result = run(event(query_text=raw, fingerprint=None))
     assert isinstance(result, Accepted)
-    assert "ann@example.com" not in result.event["query_text"] and "30" not in result.event["query_text"]
-    assert result.event["query_text"] == "SELECT * FROM guests WHERE email = $1 AND age > $2"
+    assert "ann@example.com" not in result.event.query_text and "30" not in result.event.query_text
+    assert result.event.query_text == "SELECT * FROM guests WHERE email = $1 AND age > $2"
     # same fingerprint as the producer-side normalization of the raw statement
-    assert result.event["fingerprint"] == normalize(raw).fingerprint
+    assert result.event.fingerprint == normalize(raw).fingerprint
     assert result.context == "guest_management"
 
 
@@ -97,7 +92,7 @@ def test_renormalizing_placeholder_text_is_identity(raw: str) -> None:
 def test_placeholder_utility_statement_that_does_not_reparse() -> None:
     text = "NOTIFY ch, $1"  # a producer's literal-free form; PostgreSQL only parses it with a literal
     accepted = run(event(query_text=text, fingerprint="f00d", statement_type="UTILITY"))
-    assert isinstance(accepted, Accepted) and accepted.event["query_text"] == text
+    assert isinstance(accepted, Accepted) and accepted.event.query_text == text
     # without a producer fingerprint it cannot be fingerprinted: rejected
     assert rejected(event(query_text=text, statement_type="UTILITY")).reason == "unparsable_sql"
     # and a text that does not parse is never accepted when it holds a literal
@@ -113,17 +108,17 @@ def test_garbage_bytes_are_undecodable() -> None:
 
 
 def test_truncated_avro_body_is_rejected() -> None:
-    data = CODEC.encode("QueryEvent", event(), topic=TOPIC)
+    data = CODEC.encode_record(event(), topic=TOPIC)
     result = validate(data[:-30], CODEC, SETTINGS, NOW)
     assert isinstance(result, Rejected) and result.reason == "malformed_avro"
 
 
 def test_other_record_type_is_not_a_query_event() -> None:
-    alert = {
-        "alert_id": "a", "state": "firing", "severity": "high", "kind": "slo", "service": "s",
-        "context": "booking", "p95_ms": 1.0, "threshold_ms": 1.0, "window_start": 0, "window_end": 1,
-    }  # fmt: skip
-    result = validate(CODEC.encode("Alert", alert, topic=TOPIC), CODEC, SETTINGS, NOW)
+    alert = Alert(
+        alert_id="a", state="firing", severity="high", kind="slo", service="s", context="booking",
+        p95_ms=1.0, threshold_ms=1.0, window_start=0, window_end=1,
+    )  # fmt: skip
+    result = validate(CODEC.encode_record(alert, topic=TOPIC), CODEC, SETTINGS, NOW)
     assert isinstance(result, Rejected) and result.reason == "not_a_query_event"
 
 
@@ -157,9 +152,9 @@ def test_event_time_limits_are_inclusive_and_configurable() -> None:
     "changes",
     [
         {"query_text": "SELECT * FROM bookings WHERE " + " AND ".join(["a = $1"] * 3000)},
-        {"tables": [f"t{i}" for i in range(65)]},
+        {"tables": tuple(f"t{i}" for i in range(65))},
         {"service": "s" * 257},
-        {"tables": ["t" * 300]},
+        {"tables": ("t" * 300,)},
         {"wedding_id": "w" * 1000},
     ],
 )
@@ -185,9 +180,9 @@ def test_fingerprint_cap_overflows_to_other() -> None:
         accepted = run(event(query_text=f"SELECT * FROM {table} WHERE id = $1"))
         assert isinstance(accepted, Accepted)
         admitted, outcome = cap.admit(accepted)
-        outcomes.append((admitted.event["fingerprint"] == OTHER_FINGERPRINT, outcome))
+        outcomes.append((admitted.event.fingerprint == OTHER_FINGERPRINT, outcome))
         if outcome == "overflow":
-            assert admitted.event["query_text"] == "" and admitted.context == accepted.context
+            assert admitted.event.query_text == "" and admitted.context == accepted.context
     assert outcomes == [(False, "added"), (False, "added"), (False, "known"), (True, "overflow"), (True, "overflow")]
     assert len(cap.known) == 2
 
@@ -198,9 +193,9 @@ def test_dead_letter_keeps_original_bytes_and_fits_schema() -> None:
     result = validate(raw_value, CODEC, SETTINGS, NOW)
     assert isinstance(result, Rejected)
     record = dead_letter(raw_key, raw_value, TOPIC, 3, 1234, result, NOW)
-    decoded = CODEC.decode(CODEC.encode("DeadLetter", record, topic="dbopt.dlq.v1"))
-    assert decoded.schema_name == "DeadLetter"
-    assert decoded.record["original_value"] == raw_value
-    assert decoded.record["original_key"] == raw_key
-    assert (decoded.record["source_partition"], decoded.record["source_offset"]) == (3, 1234)
-    assert decoded.record["reason"] == result.reason and decoded.record["detail"] == result.detail
+    decoded = CODEC.decode_record(CODEC.encode_record(record, topic="dbopt.dlq.v1"))
+    assert isinstance(decoded, DeadLetter) and decoded == record
+    assert decoded.original_value == raw_value
+    assert decoded.original_key == raw_key
+    assert (decoded.source_partition, decoded.source_offset) == (3, 1234)
+    assert decoded.reason == result.reason and decoded.detail == result.detail

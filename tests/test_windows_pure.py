@@ -11,6 +11,7 @@ import pytest
 
 from streams.config import load_settings
 from streams.ingest import Accepted
+from streams.records import QueryEvent, WindowStats
 from streams.windows import PartitionWindows, QuantileSketch, Window, WindowSpec
 
 QS = (0.5, 0.95, 0.99)
@@ -118,21 +119,14 @@ class DictStore:
 
 
 def _accepted(t: int, duration: float, fingerprint: str = "f1", service: str = "svc") -> Accepted:
-    event = {
-        "service": service,
-        "fingerprint": fingerprint,
-        "event_time": t,
-        "duration_ms": duration,
-        "rows": 1,
-        "error": None,
-        "statement_type": "SELECT",
-        "query_text": "SELECT $1",
-        "tables": ["bookings"],
-    }
+    event = QueryEvent(
+        event_id=f"e-{t}", service=service, instance_id="i-1", fingerprint=fingerprint, event_time=t,
+        duration_ms=duration, rows=1, statement_type="SELECT", query_text="SELECT $1", tables=("bookings",),
+    )
     return Accepted(event, "booking", "critical")
 
 
-def _run(store: DictStore, events: list[tuple[int, int, float]], emitted: list[dict[str, Any]], cap: int = 10) -> list[str]:
+def _run(store: DictStore, events: list[tuple[int, int, float]], emitted: list[WindowStats], cap: int = 10) -> list[str]:
     """Feed (offset, time, duration) in order through a fresh state machine per batch of one."""
     outcomes = []
     for offset, t, d in events:
@@ -157,10 +151,10 @@ def test_windows_close_by_watermark_with_grace_and_late_events_are_dropped() -> 
     assert emitted == []
     # out of order but within grace: lands in the first window
     _run(store, [(4, base + 70_000, 50.0)], emitted)  # horizon base+60 s: first tumbling window closes
-    first = [r for r in emitted if r["window_kind"] == "tumbling" and r["window_start"] == base]
-    assert {r["fingerprint"] for r in first} == {"f1", None}
-    assert all(r["count"] == 3 for r in first)  # 10, 20, 40 ms
-    assert all(r["max_ms"] == 40.0 and r["min_ms"] == 10.0 for r in first)
+    first = [r for r in emitted if r.window_kind == "tumbling" and r.window_start == base]
+    assert {r.fingerprint for r in first} == {"f1", None}
+    assert all(r.count == 3 for r in first)  # 10, 20, 40 ms
+    assert all(r.max_ms == 40.0 and r.min_ms == 10.0 for r in first)
     before = list(emitted)
     outcomes = _run(store, [(5, base + 5_000, 1_000.0)], emitted)  # beyond grace
     assert outcomes == ["late"] and emitted == before
@@ -180,11 +174,11 @@ def test_replayed_events_are_not_counted_twice() -> None:
     assert closing is not None
     emitted.extend(closing.records)
     windows.commit_close(closing)
-    tumbling = [r for r in emitted if r["window_kind"] == "tumbling" and r["fingerprint"] == "f1"]
-    assert sum(r["count"] for r in tumbling) == 50
-    hopping = [r for r in emitted if r["window_kind"] == "hopping" and r["fingerprint"] == "f1"]
-    assert sum(r["count"] for r in hopping) == 50 * 5  # each minute pane is in five hopping windows
-    assert len({r["window_id"] for r in emitted}) == len(emitted)
+    tumbling = [r for r in emitted if r.window_kind == "tumbling" and r.fingerprint == "f1"]
+    assert sum(r.count for r in tumbling) == 50
+    hopping = [r for r in emitted if r.window_kind == "hopping" and r.fingerprint == "f1"]
+    assert sum(r.count for r in hopping) == 50 * 5  # each minute pane is in five hopping windows
+    assert len({r.window_id for r in emitted}) == len(emitted)
     # every pane retired once no open window needs it: only the clock and the cap remain
     assert sorted(json.loads(k)[1] for k in store.data) == ["cap", "clock"]
 
@@ -209,7 +203,7 @@ def test_fingerprint_cap_overflows_into_other() -> None:
     windows.flush()
     closing = windows.closing(emitted_at=0)
     assert closing is not None
-    counts = {r["fingerprint"]: r["count"] for r in closing.records if r["window_kind"] == "tumbling"}
+    counts = {r.fingerprint: r.count for r in closing.records if r.window_kind == "tumbling"}
     assert counts == {"a": 2, "b": 1, "other": 2, None: 5}
     emitted.extend(closing.records)
-    assert all(r["query_text"] == "" for r in emitted if r["fingerprint"] == "other")
+    assert all(r.query_text == "" for r in emitted if r.fingerprint == "other")

@@ -25,6 +25,7 @@ from streams.config import Settings
 from streams.detect.detector import Detector
 from streams.ingest import Rejected, dead_letter
 from streams.observe.metrics import ALERTS, DLQ_RECORDS
+from streams.records import WindowStats
 from streams.serde import Codec, DecodeError
 
 log = logging.getLogger(__name__)
@@ -49,25 +50,25 @@ def register(app: faust.App, settings: Settings) -> AgentT:
                     message.offset, rejected.detail)  # fmt: skip
         record = dead_letter(message.key, message.value, message.topic, message.partition, message.offset,
                              rejected, now_ms)  # fmt: skip
-        await dlq.send(key=message.key, value=codec.encode("DeadLetter", record, topic=topics.dlq))
+        await dlq.send(key=message.key, value=codec.encode_record(record, topic=topics.dlq))
         DLQ_RECORDS.labels(rejected.reason).inc()
 
     async def handle(event: EventT) -> None:
         now_ms = int(time.time() * 1000)
         try:
-            decoded = codec.decode(event.value)
+            window = codec.decode_record(event.value)
         except DecodeError as exc:
             await reject(event, Rejected(exc.reason, exc.detail), now_ms)
             return
-        if decoded.schema_name != "WindowStats":
-            await reject(event, Rejected("not_window_stats", f"record is a {decoded.schema_name}"), now_ms)
+        if not isinstance(window, WindowStats):
+            await reject(event, Rejected("not_window_stats", f"record is a {window.SCHEMA}"), now_ms)
             return
-        outcome = detector.evaluate(decoded.record, now_ms)
+        outcome = detector.evaluate(window, now_ms)
         for alert in outcome.alerts:
-            value = codec.encode("Alert", alert, topic=topics.alerts)
-            delivery = await alerts.send(key=alert["alert_id"].encode(), value=value)
+            value = codec.encode_record(alert, topic=topics.alerts)
+            delivery = await alerts.send(key=alert.alert_id.encode(), value=value)
             await delivery
-            ALERTS.labels(alert["severity"], alert["state"]).inc()
+            ALERTS.labels(alert.severity, alert.state).inc()
         detector.apply(outcome)
 
     async def detect(stream: StreamT[Any]) -> None:

@@ -41,16 +41,17 @@ from typing import Any, MutableMapping
 
 from streams.config import Settings
 from streams.domain.slo import slo_ms
+from streams.records import Alert, AlertKind, AlertState, Severity, WindowStats
 
-_SEVERITY = {
+_SEVERITY: dict[str, tuple[Severity, Severity, Severity]] = {
     "critical": ("high", "critical", "critical"),
     "high": ("warning", "high", "critical"),
     "medium": ("info", "warning", "high"),
 }
-KINDS = ("slo", "regression")
+KINDS: tuple[AlertKind, ...] = ("slo", "regression")
 
 
-def severity(criticality: str, p95_ms: float, threshold_ms: float) -> str:
+def severity(criticality: str, p95_ms: float, threshold_ms: float) -> Severity:
     ratio = p95_ms / threshold_ms if threshold_ms > 0 else float("inf")
     bucket = 0 if ratio < 2 else 1 if ratio < 5 else 2
     return _SEVERITY.get(criticality, _SEVERITY["medium"])[bucket]
@@ -61,8 +62,8 @@ def alert_id(kind: str, service: str, context: str, fingerprint: str | None, sta
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def series_key(window: dict[str, Any]) -> str:
-    return json.dumps([window["window_kind"], window["service"], window["context"], window.get("fingerprint")])
+def series_key(window: WindowStats) -> str:
+    return json.dumps([window.window_kind, window.service, window.context, window.fingerprint])
 
 
 def _fresh_state() -> dict[str, Any]:
@@ -76,7 +77,7 @@ class Outcome:
 
     key: str
     state: dict[str, Any] | None  # None: the window was ignored, nothing to store
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Detector:
         self.config = settings.detect
         self.state: MutableMapping[str, Any] = {} if state is None else state
 
-    def observe(self, window: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
+    def observe(self, window: WindowStats, now_ms: int) -> list[Alert]:
         """Evaluate and store at once (for callers without a send-before-store requirement)."""
         outcome = self.evaluate(window, now_ms)
         self.apply(outcome)
@@ -105,46 +106,46 @@ class Detector:
         if outcome.state is not None:
             self.state[outcome.key] = outcome.state
 
-    def evaluate(self, window: dict[str, Any], now_ms: int) -> Outcome:
+    def evaluate(self, window: WindowStats, now_ms: int) -> Outcome:
         key = series_key(window)
-        if window["window_kind"] not in self.config.window_kinds:
+        if window.window_kind not in self.config.window_kinds:
             return Outcome(key, None)
         previous = self.state.get(key)
-        if previous is not None and previous["last_start"] is not None and window["window_start"] <= previous["last_start"]:
+        if previous is not None and previous["last_start"] is not None and window.window_start <= previous["last_start"]:
             return Outcome(key, None)
         state = json.loads(json.dumps(previous)) if previous is not None else _fresh_state()
-        state["last_start"] = window["window_start"]
+        state["last_start"] = window.window_start
         outcome = Outcome(key, state)
-        if window["count"] < self.config.min_samples:
+        if window.count < self.config.min_samples:
             return outcome
-        judgements = {"slo": self._slo(window)}
-        if window.get("fingerprint") is not None:
+        judgements: dict[AlertKind, _Judgement] = {"slo": self._slo(window)}
+        if window.fingerprint is not None:
             judgements["regression"] = self._regression(window, state["baseline"])
             if not judgements["regression"].breach:
-                state["baseline"] = (state["baseline"] + [window["p95_ms"]])[-self.config.baseline_windows :]
+                state["baseline"] = (state["baseline"] + [window.p95_ms])[-self.config.baseline_windows :]
         for kind, judgement in judgements.items():
             change = self._step(state[kind], judgement.breach)
             if change is None:
                 continue
             if change == "firing":
-                state[kind]["severity"] = severity(window.get("criticality", "medium"), window["p95_ms"], judgement.threshold_ms)
+                state[kind]["severity"] = severity(window.criticality, window.p95_ms, judgement.threshold_ms)
             outcome.alerts.append(self._alert(kind, change, state[kind]["severity"], window, judgement, now_ms))
         return outcome
 
-    def _slo(self, window: dict[str, Any]) -> _Judgement:
-        threshold = slo_ms(window["context"], window["window_start"], self.settings.domain, self.settings.timezone)
-        return _Judgement(window["p95_ms"] > threshold, threshold)
+    def _slo(self, window: WindowStats) -> _Judgement:
+        threshold = slo_ms(window.context, window.window_start, self.settings.domain, self.settings.timezone)
+        return _Judgement(window.p95_ms > threshold, threshold)
 
-    def _regression(self, window: dict[str, Any], baseline: list[float]) -> _Judgement:
+    def _regression(self, window: WindowStats, baseline: list[float]) -> _Judgement:
         if len(baseline) < self.config.baseline_min_windows:
             return _Judgement(None, self.config.regression_floor_ms)
         base = statistics.median(baseline)
         threshold = max(self.config.regression_factor * base, self.config.regression_floor_ms)
-        p95 = window["p95_ms"]
+        p95 = window.p95_ms
         breach = p95 >= self.config.regression_factor * base and p95 > self.config.regression_floor_ms
         return _Judgement(breach, threshold, base)
 
-    def _step(self, condition: dict[str, Any], breach: bool | None) -> str | None:
+    def _step(self, condition: dict[str, Any], breach: bool | None) -> AlertState | None:
         """Advance one condition's hysteresis; return ``firing``/``resolved`` on a change."""
         if breach is None:
             return None
@@ -161,26 +162,27 @@ class Detector:
         return None
 
     def _alert(
-        self, kind: str, state: str, level: str, window: dict[str, Any], judgement: _Judgement, now_ms: int
-    ) -> dict[str, Any]:
-        fingerprint = window.get("fingerprint")
-        what = f"{window['service']} {window['context']}" + (f" query {fingerprint}" if fingerprint else "")
+        self, kind: AlertKind, state: AlertState, level: Severity, window: WindowStats, judgement: _Judgement,
+        now_ms: int,
+    ) -> Alert:
+        fingerprint = window.fingerprint
+        what = f"{window.service} {window.context}" + (f" query {fingerprint}" if fingerprint else "")
         limit = "SLO" if kind == "slo" else "regression threshold"
         verb = "above" if state == "firing" else "back under"
-        return {
-            "alert_id": alert_id(kind, window["service"], window["context"], fingerprint, state, window["window_id"]),
-            "state": state,
-            "severity": level,
-            "kind": kind,
-            "service": window["service"],
-            "context": window["context"],
-            "fingerprint": fingerprint,
-            "p95_ms": float(window["p95_ms"]),
-            "threshold_ms": float(judgement.threshold_ms),
-            "baseline_ms": judgement.baseline_ms,
-            "window_start": window["window_start"],
-            "window_end": window["window_end"],
-            "query_text": window.get("query_text"),
-            "message": f"{what}: p95 {window['p95_ms']:.1f} ms {verb} the {limit} of {judgement.threshold_ms:.1f} ms",
-            "created_at": now_ms,
-        }
+        return Alert(
+            alert_id=alert_id(kind, window.service, window.context, fingerprint, state, window.window_id),
+            state=state,
+            severity=level,
+            kind=kind,
+            service=window.service,
+            context=window.context,
+            fingerprint=fingerprint,
+            p95_ms=float(window.p95_ms),
+            threshold_ms=float(judgement.threshold_ms),
+            baseline_ms=judgement.baseline_ms,
+            window_start=window.window_start,
+            window_end=window.window_end,
+            query_text=window.query_text,
+            message=f"{what}: p95 {window.p95_ms:.1f} ms {verb} the {limit} of {judgement.threshold_ms:.1f} ms",
+            created_at=now_ms,
+        )

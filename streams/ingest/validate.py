@@ -21,29 +21,30 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
+import msgspec
 from pglast import parser
 
 from streams.config import IngestSettings, Settings
 from streams.domain.contexts import classify
+from streams.records import DeadLetter, QueryEvent
 from streams.serde import Codec, DecodeError
 from streams.sql import SqlParseError, StatementCache
 
 OTHER_FINGERPRINT = "other"
 _LITERAL_TOKENS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
-_REQUIRED_TEXT = ("event_id", "service", "instance_id", "query_text", "statement_type")
-_BOUNDED_TEXT = (
-    "event_id", "service", "instance_id", "statement_type", "fingerprint",
-    "error", "database", "vendor_category", "wedding_id",
-)  # fmt: skip
+_EVENT_FIELDS = msgspec.structs.fields(QueryEvent)
+# the schema's required text fields must not be blank; every text field but query_text is bounded
+_REQUIRED_TEXT = tuple(f.name for f in _EVENT_FIELDS if f.type is str)
+_BOUNDED_TEXT = tuple(f.name for f in _EVENT_FIELDS if f.type in (str, str | None) and f.name != "query_text")
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A valid event: ``event`` is the QueryEvent record, literal-free, with fingerprint and tables."""
+    """A valid event: ``event`` is literal-free, with its fingerprint and tables."""
 
-    event: dict[str, Any]
+    event: QueryEvent
     context: str
     criticality: str
 
@@ -69,32 +70,30 @@ def _statements(size: int) -> StatementCache:
 def validate(raw_value: bytes | None, codec: Codec, settings: Settings, now_ms: int) -> Accepted | Rejected:
     """Decode, validate, normalize and classify one record of the query-events topic."""
     try:
-        decoded = codec.decode(raw_value)
+        event = codec.decode_record(raw_value)
     except DecodeError as exc:
         return Rejected(exc.reason, exc.detail)
-    if decoded.schema_name != "QueryEvent":
-        return Rejected("not_a_query_event", f"record is a {decoded.schema_name}, not a QueryEvent")
+    if not isinstance(event, QueryEvent):
+        return Rejected("not_a_query_event", f"record is a {event.SCHEMA}, not a QueryEvent")
     try:
-        event = _checked(dict(decoded.record), settings.ingest, now_ms)
+        _check(event, settings.ingest, now_ms)
         event = _normalized(event, settings.ingest)
     except _Reject as exc:
         return exc.rejected
-    found = classify(event["tables"], settings.domain)
+    found = classify(event.tables, settings.domain)
     return Accepted(event, found.context, found.criticality)
 
 
-def _checked(event: dict[str, Any], limits: IngestSettings, now_ms: int) -> dict[str, Any]:
+def _check(event: QueryEvent, limits: IngestSettings, now_ms: int) -> None:
+    """Raise :class:`_Reject` for an event the stream must not count (types are the decoder's)."""
     for name in _REQUIRED_TEXT:
-        value = event.get(name)
-        if not isinstance(value, str) or not value.strip():
+        if not getattr(event, name).strip():
             raise _Reject("missing_field", f"{name} is missing or empty")
     _check_sizes(event, limits)
-    duration = event.get("duration_ms")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration < 0:
+    duration = event.duration_ms
+    if not math.isfinite(duration) or duration < 0:
         raise _Reject("invalid_duration", f"duration_ms must be a finite number >= 0, got {duration!r}")
-    event_time = event.get("event_time")
-    if isinstance(event_time, bool) or not isinstance(event_time, int):
-        raise _Reject("missing_field", f"event_time must be epoch milliseconds, got {event_time!r}")
+    event_time = event.event_time
     if now_ms - event_time > limits.max_age_ms:
         raise _Reject("too_old", f"event_time is {now_ms - event_time} ms old; the limit is {limits.max_age_ms} ms")
     if event_time - now_ms > limits.max_future_skew_ms:
@@ -102,44 +101,43 @@ def _checked(event: dict[str, Any], limits: IngestSettings, now_ms: int) -> dict
             "too_far_in_future",
             f"event_time is {event_time - now_ms} ms ahead of now; the limit is {limits.max_future_skew_ms} ms",
         )
-    statement_type = event["statement_type"]
+    statement_type = event.statement_type
     if statement_type not in limits.statement_types:
         raise _Reject(
             "unknown_statement_type",
             f"statement_type {statement_type[:40]!r} is not one of {', '.join(limits.statement_types)}",
         )
-    return event
 
 
-def _check_sizes(event: dict[str, Any], limits: IngestSettings) -> None:
-    if len(event["query_text"]) > limits.max_query_text:
-        raise _Reject("too_large", f"query_text has {len(event['query_text'])} characters; the limit is {limits.max_query_text}")
-    tables = event.get("tables") or []
+def _check_sizes(event: QueryEvent, limits: IngestSettings) -> None:
+    if len(event.query_text) > limits.max_query_text:
+        raise _Reject("too_large", f"query_text has {len(event.query_text)} characters; the limit is {limits.max_query_text}")
+    tables = event.tables
     if len(tables) > limits.max_tables:
         raise _Reject("too_large", f"{len(tables)} tables; the limit is {limits.max_tables}")
     for name in _BOUNDED_TEXT:
-        value = event.get(name)
-        if isinstance(value, str) and len(value) > limits.max_string:
+        value = getattr(event, name)
+        if value is not None and len(value) > limits.max_string:
             raise _Reject("too_large", f"{name} has {len(value)} characters; the limit is {limits.max_string}")
     for table in tables:
         if len(table) > limits.max_string:
             raise _Reject("too_large", f"a table name has {len(table)} characters; the limit is {limits.max_string}")
 
 
-def _normalized(event: dict[str, Any], limits: IngestSettings) -> dict[str, Any]:
-    text = event["query_text"]
+def _normalized(event: QueryEvent, limits: IngestSettings) -> QueryEvent:
+    text = event.query_text
     try:
         statement = _statements(limits.statement_cache).get(text)
     except SqlParseError as exc:
-        if event.get("fingerprint") and _literal_free(text):
-            return {**event, "tables": [t.lower() for t in event.get("tables") or []]}
+        if event.fingerprint and _literal_free(text):
+            return msgspec.structs.replace(event, tables=tuple(t.lower() for t in event.tables))
         raise _Reject("unparsable_sql", str(exc)) from None
-    return {
-        **event,
-        "query_text": statement.query_text,
-        "fingerprint": event.get("fingerprint") or statement.fingerprint,
-        "tables": [t.lower() for t in (event.get("tables") or statement.tables)],
-    }
+    return msgspec.structs.replace(
+        event,
+        query_text=statement.query_text,
+        fingerprint=event.fingerprint or statement.fingerprint,
+        tables=tuple(t.lower() for t in (event.tables or statement.tables)),
+    )
 
 
 def _literal_free(text: str) -> bool:
@@ -167,13 +165,14 @@ class FingerprintCap:
     known: set[str] = field(default_factory=set)
 
     def admit(self, accepted: Accepted) -> tuple[Accepted, CapOutcome]:
-        fingerprint = accepted.event["fingerprint"]
+        fingerprint = accepted.event.fingerprint
+        assert fingerprint is not None  # validate() always fills it in
         if fingerprint in self.known:
             return accepted, "known"
         if len(self.known) < self.limit:
             self.known.add(fingerprint)
             return accepted, "added"
-        capped = {**accepted.event, "fingerprint": OTHER_FINGERPRINT, "query_text": ""}
+        capped = msgspec.structs.replace(accepted.event, fingerprint=OTHER_FINGERPRINT, query_text="")
         return replace(accepted, event=capped), "overflow"
 
 
@@ -185,15 +184,15 @@ def dead_letter(
     offset: int,
     rejected: Rejected,
     now_ms: int,
-) -> dict[str, Any]:
+) -> DeadLetter:
     """The DeadLetter record for a rejected record: its original bytes, where it came from, why."""
-    return {
-        "reason": rejected.reason,
-        "detail": rejected.detail,
-        "source_topic": topic,
-        "source_partition": partition,
-        "source_offset": offset,
-        "original_key": raw_key,
-        "original_value": raw_value,
-        "received_at": now_ms,
-    }
+    return DeadLetter(
+        reason=rejected.reason,
+        detail=rejected.detail,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        original_key=raw_key,
+        original_value=raw_value,
+        received_at=now_ms,
+    )

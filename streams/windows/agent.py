@@ -167,11 +167,11 @@ class WindowsProcessor:
         topic = self.settings.topics.latency_windows
         deliveries = []
         for record in closing.records:
-            value = self.codec.encode("WindowStats", record, topic=topic)
-            deliveries.append(await self.output.send(key=record["service"].encode(), value=value))
+            value = self.codec.encode_record(record, topic=topic)
+            deliveries.append(await self.output.send(key=record.service.encode(), value=value))
         await asyncio.gather(*deliveries)
         for record in closing.records:
-            WINDOWS_EMITTED.labels(record["window_kind"]).inc()
+            WINDOWS_EMITTED.labels(record.window_kind).inc()
         state.commit_close(closing)
 
     async def _dead_letter(self, event: EventT, rejected: Rejected, now_ms: int) -> None:
@@ -179,7 +179,7 @@ class WindowsProcessor:
         record = dead_letter(
             message.key, message.value, message.topic, message.partition, message.offset, rejected, now_ms
         )
-        value = self.codec.encode("DeadLetter", record, topic=self.settings.topics.dlq)
+        value = self.codec.encode_record(record, topic=self.settings.topics.dlq)
         # delivered before the source offset is committed (Faust flushes the producer first)
         await self.dlq.send(key=message.key, value=value)
         DLQ_RECORDS.labels(rejected.reason).inc()

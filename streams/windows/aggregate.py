@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streams.records import QueryEvent, WindowStats
 from streams.windows.panes import Window
 from streams.windows.sketch import QuantileSketch
 
@@ -42,18 +43,18 @@ class PaneStats:
     # last source offset applied (-1: none)
     offset: int = -1
 
-    def add(self, event: dict[str, Any], context: str, criticality: str, offset: int) -> None:
-        duration = float(event["duration_ms"])
+    def add(self, event: QueryEvent, context: str, criticality: str, offset: int) -> None:
+        duration = event.duration_ms
         self.count += 1
-        self.errors += 1 if event.get("error") else 0
-        self.rows += max(int(event.get("rows") or 0), 0)
+        self.errors += 1 if event.error else 0
+        self.rows += max(event.rows, 0)
         self.sum_ms += duration
         self.sketch.add(duration)
         self.context = context
         self.criticality = criticality
-        self.statement_type = event.get("statement_type")
-        self.query_text = event.get("query_text")
-        self.tables = list(event.get("tables") or [])
+        self.statement_type = event.statement_type
+        self.query_text = event.query_text
+        self.tables = list(event.tables)
         self.offset = offset
 
     def merge(self, other: "PaneStats") -> None:
@@ -109,30 +110,30 @@ def window_id(window: Window, key: StatsKey) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def window_stats(window: Window, key: StatsKey, stats: PaneStats, emitted_at: int) -> dict[str, Any]:
-    """The WindowStats record (schemas/WindowStats.avsc) of a closed window."""
+def window_stats(window: Window, key: StatsKey, stats: PaneStats, emitted_at: int) -> WindowStats:
+    """The record of a closed window."""
     is_query = key.kind == "q"
     sketch = stats.sketch
-    return {
-        "window_id": window_id(window, key),
-        "window_kind": window.kind,
-        "window_start": window.start,
-        "window_end": window.end,
-        "service": key.service,
-        "fingerprint": key.name if is_query else None,
-        "context": stats.context,
-        "criticality": stats.criticality,
-        "count": stats.count,
-        "errors": stats.errors,
-        "rows": stats.rows,
-        "min_ms": sketch.min if math.isfinite(sketch.min) else 0.0,
-        "max_ms": sketch.max if math.isfinite(sketch.max) else 0.0,
-        "sum_ms": stats.sum_ms,
-        "p50_ms": sketch.quantile(0.50),
-        "p95_ms": sketch.quantile(0.95),
-        "p99_ms": sketch.quantile(0.99),
-        "statement_type": stats.statement_type if is_query else None,
-        "query_text": stats.query_text if is_query else None,
-        "tables": stats.tables if is_query else [],
-        "emitted_at": emitted_at,
-    }
+    return WindowStats(
+        window_id=window_id(window, key),
+        window_kind=window.kind,
+        window_start=window.start,
+        window_end=window.end,
+        service=key.service,
+        fingerprint=key.name if is_query else None,
+        context=stats.context,
+        criticality=stats.criticality,
+        count=stats.count,
+        errors=stats.errors,
+        rows=stats.rows,
+        min_ms=sketch.min if math.isfinite(sketch.min) else 0.0,
+        max_ms=sketch.max if math.isfinite(sketch.max) else 0.0,
+        sum_ms=stats.sum_ms,
+        p50_ms=sketch.quantile(0.50),
+        p95_ms=sketch.quantile(0.95),
+        p99_ms=sketch.quantile(0.99),
+        statement_type=stats.statement_type if is_query else None,
+        query_text=stats.query_text if is_query else None,
+        tables=tuple(stats.tables) if is_query else (),
+        emitted_at=emitted_at,
+    )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Protocol
 
 from streams.ingest import Accepted, FingerprintCap
+from streams.records import WindowStats
 from streams.windows.aggregate import PaneStats, StatsKey, window_stats
 from streams.windows.panes import Window, WindowSpec
 
@@ -49,7 +50,7 @@ class Closing:
     """Windows due at a new horizon: the records to emit and the pane entries they retire."""
 
     horizon: int
-    records: list[dict[str, Any]]
+    records: list[WindowStats]
     retired: list[str]
 
 
@@ -81,15 +82,15 @@ class PartitionWindows:
 
         Events of fingerprints over the per-service cap are counted in :attr:`overflowed`.
         """
-        event = accepted.event
-        event_time = int(event["event_time"])
+        event_time = accepted.event.event_time
         if self.clock.horizon is not None and self.spec.is_late(event_time, self.clock.horizon):
             return "late", False
         accepted = self._capped(accepted)
         event = accepted.event
+        assert event.fingerprint is not None  # validate() always fills it in
         pane = self.spec.pane_start(event_time)
         outcome: Outcome = "replayed"
-        for key in (StatsKey("q", event["service"], event["fingerprint"]), StatsKey("c", event["service"], accepted.context)):
+        for key in (StatsKey("q", event.service, event.fingerprint), StatsKey("c", event.service, accepted.context)):
             stats = self._pane(self._pane_key(key, pane))
             if stats.offset < offset:
                 stats.add(event, accepted.context, accepted.criticality, offset)
@@ -186,7 +187,7 @@ class PartitionWindows:
         return merged
 
     def _capped(self, accepted: Accepted) -> Accepted:
-        service = accepted.event["service"]
+        service = accepted.event.service
         cap = self._caps.get(service)
         if cap is None:
             raw = self.store.get(self._cap_key(service))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Iterator
 
 from streams.config import WindowSettings
-
-WindowKind = Literal["tumbling", "hopping"]
+from streams.records import WindowKind
 
 
 @dataclass(frozen=True)
