@@ -574,6 +574,10 @@ class NotifySettings(Group):
     consumer_group: Annotated[str, Env("DBOPT_NOTIFY_GROUP")] = Field(
         "dbopt-notify", min_length=1, description="Kafka consumer group of dbopt notify"
     )
+    session_timeout_ms: int = Field(
+        10_000, ge=6_000, le=300_000,
+        description="Kafka session timeout of notify's consumer: a crashed notify's partitions move on after this (ms)",
+    )
     probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
     probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
 
