@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 
 import pytest
 from google.rpc import status_pb2
@@ -13,7 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from streams.client.events import UNPARSABLE_TEXT, query_event
 from streams.otlp import wire
-from streams.otlp.mapping import OTHER_ERROR, Limits, SpanMapper, jdbc_to_postgres
+from streams.otlp.mapping import EVENT_ID_NAMESPACE, OTHER_ERROR, Limits, SpanMapper, jdbc_to_postgres
 from streams.otlp.synthetic import attributes, db_attributes, request, span
 from streams.records import QueryEvent
 from streams.sql import StatementCache
@@ -72,6 +73,7 @@ def test_event_ids_are_deterministic_per_span() -> None:
     other = span(db_attributes(PARAMETERIZED), start_ns=T0, duration_ns=10, trace_id=s.trace_id)
     mapper = SpanMapper()
     assert one([s], mapper).event_id == one([s], mapper).event_id != one([other], mapper).event_id
+    assert one([s], mapper).event_id == str(uuid.uuid5(EVENT_ID_NAMESPACE, (s.trace_id + s.span_id).hex()))
 
 
 def test_spans_that_are_not_postgresql_client_statements_are_counted_and_dropped() -> None:

@@ -29,6 +29,7 @@ to ``$n`` with PostgreSQL's scanner when they do not parse as they are.
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ UNKNOWN_SERVICE = "unknown_service"  # the OpenTelemetry SDKs' default when serv
 UNKNOWN_INSTANCE = "unknown"
 OTHER_ERROR = "_OTHER"  # the semantic conventions' error.type for "failed, class unknown"
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d2b0e-8a59-4c1e-9d3a-0b7e5c2f4a61")
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 # why a span is not an event: ignored (well-formed, not ours) or rejected (malformed)
 IGNORED_REASONS = ("not_database", "not_client", "no_statement")
@@ -230,10 +232,16 @@ def _first(attrs: dict[str, AnyValue], *keys: str) -> AnyValue | None:
 
 
 def _event_id(span: Span) -> str:
-    """Deterministic per span, so a request the client sends again yields the same ids."""
-    if span.trace_id and span.span_id:
-        return str(uuid.uuid5(EVENT_ID_NAMESPACE, (span.trace_id + span.span_id).hex()))
-    return str(uuid.uuid4())
+    """``uuid5(EVENT_ID_NAMESPACE, hex(trace_id + span_id))``: the same span (a request the client sends
+    again) always gets the same id. Computed from the SHA-1 directly, as :func:`uuid.uuid5` does, without
+    its intermediate objects (they were a third of the per-span cost)."""
+    if not (span.trace_id and span.span_id):
+        return str(uuid.uuid4())
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + (span.trace_id + span.span_id).hex().encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _error(span: Span, attrs: dict[str, AnyValue]) -> str | None:
