@@ -1,1 +1,1 @@
-"""The Faust stream processor: app, windows agent, ``dbopt worker`` command."""
+"""The Faust worker: the app assembly (agents of every stage, web surface) and the ``dbopt worker`` command."""
