@@ -15,10 +15,11 @@ from streams.client.events import (
     query_event,
 )
 from streams.client.metrics import DropLog
+from streams.records import QueryEvent
 from streams.sql import StatementCache
 
 
-def build(**overrides: object) -> dict[str, object]:
+def build(**overrides: object) -> QueryEvent:
     args: dict[str, object] = dict(
         sql="SELECT * FROM guests WHERE email = 'ann@example.org'",
         cache=StatementCache(16),
@@ -36,17 +37,17 @@ def build(**overrides: object) -> dict[str, object]:
 
 def test_query_event_fields() -> None:
     event = build()
-    assert event["query_text"] == "SELECT * FROM guests WHERE email = $1"
-    assert event["statement_type"] == "SELECT" and event["tables"] == ["guests"]
-    assert event["rows"] == -1 and event["duration_ms"] == 3.0 and isinstance(event["duration_ms"], float)
-    assert event["wedding_id"] == "42" and event["database"] is None and event["vendor_category"] is None
-    assert event["event_time"] == 1_800_000_000_000
+    assert event.query_text == "SELECT * FROM guests WHERE email = $1"
+    assert event.statement_type == "SELECT" and event.tables == ("guests",)
+    assert event.rows == -1 and event.duration_ms == 3.0 and isinstance(event.duration_ms, float)
+    assert event.wedding_id == "42" and event.database is None and event.vendor_category is None
+    assert event.event_time == 1_800_000_000_000
     assert "ann@example.org" not in repr(event)
 
 
 def test_unparsable_statement_never_carries_raw_sql() -> None:
     event = build(sql="SELEC * FROM guests WHERE email = 'ann@example.org'")
-    assert event["fingerprint"] is None and event["query_text"] == UNPARSABLE_TEXT
+    assert event.fingerprint is None and event.query_text == UNPARSABLE_TEXT
     assert "ann" not in repr(event)
 
 
@@ -62,10 +63,10 @@ def test_prepare_record_fills_defaults_and_normalizes() -> None:
          "tables": ["wrong"]},
         cache=StatementCache(4), service="svc", instance_id="i", database="dbopt",
     )
-    assert out["query_text"] == "DELETE FROM guests WHERE id = $1"
-    assert out["statement_type"] == "DELETE" and out["tables"] == ["guests"]  # derived, not trusted
-    assert out["service"] == "svc" and out["database"] == "dbopt" and out["rows"] == -1
-    assert out["duration_ms"] == 1.5 and len(out["event_id"]) == 36
+    assert out.query_text == "DELETE FROM guests WHERE id = $1"
+    assert out.statement_type == "DELETE" and out.tables == ("guests",)  # derived, not trusted
+    assert out.service == "svc" and out.database == "dbopt" and out.rows == -1
+    assert out.duration_ms == 1.5 and len(out.event_id) == 36
 
 
 @pytest.mark.parametrize(

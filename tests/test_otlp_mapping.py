@@ -30,7 +30,7 @@ def sdk_fields(sql: str) -> dict[str, object]:
     """What the Python SDK puts on the wire for ``sql``: the oracle of every statement field."""
     event = query_event(sql=sql, cache=StatementCache(8), service="s", instance_id="i", duration_ms=1, rows=1,
                         error=None, event_time_ms=1, context={})  # fmt: skip
-    return {k: event[k] for k in ("fingerprint", "query_text", "statement_type", "tables")}
+    return event_fields(event)
 
 
 def event_fields(event: QueryEvent) -> dict[str, object]:

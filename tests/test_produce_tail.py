@@ -16,6 +16,7 @@ from confluent_kafka import Producer
 
 from streams.config import Settings, TopicPolicy
 from streams.kafka.topics import ensure_topics
+from streams.records import QueryEvent
 from streams.serde import Codec
 from streams.sql import StatementCache
 from streams.tools.jsonview import iso_from_ms, ms_from_iso, to_json
@@ -67,7 +68,7 @@ def test_iso_round_trip() -> None:
     assert iso_from_ms(0) == "1970-01-01T00:00:00.000Z"
 
 
-def _parse(text: str, service: str | None = None) -> dict[str, Any]:
+def _parse(text: str, service: str | None = None) -> QueryEvent:
     return parse_line(text, cache=StatementCache(16), codec=Codec(), service=service, instance_id="i", database=None)
 
 
@@ -76,10 +77,10 @@ def test_parse_line_normalizes_and_fills_defaults() -> None:
         "service": "guest-service", "duration_ms": 7, "event_time": T_ISO,
         "query_text": "SELECT * FROM guests WHERE email = 'ann@example.com'",
     }))
-    assert record["query_text"] == "SELECT * FROM guests WHERE email = $1"
-    assert record["event_time"] == T_MS and record["tables"] == ["guests"] and record["statement_type"] == "SELECT"
-    assert record["instance_id"] == "i" and record["error"] is None and record["event_id"]
-    assert _parse('{"query_text": "SELECT 1", "duration_ms": 1}', service="cli")["service"] == "cli"
+    assert record.query_text == "SELECT * FROM guests WHERE email = $1"
+    assert record.event_time == T_MS and record.tables == ("guests",) and record.statement_type == "SELECT"
+    assert record.instance_id == "i" and record.error is None and record.event_id
+    assert _parse('{"query_text": "SELECT 1", "duration_ms": 1}', service="cli").service == "cli"
 
 
 @pytest.mark.parametrize(

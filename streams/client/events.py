@@ -6,15 +6,15 @@ import time
 import uuid
 from typing import Any, Mapping
 
-from streams.sql import NormalizedStatement, SqlParseError, StatementCache
+import msgspec
+
+from streams.records import QueryEvent
+from streams.sql import SqlParseError, StatementCache
 
 # What goes on the wire for a statement pglast cannot parse: never the raw SQL.
 UNPARSABLE_TEXT = "unparsable statement"
-CONTEXT_FIELDS = ("database", "vendor_category", "wedding_id")
-_FIELDS = (
-    "event_id", "service", "instance_id", "event_time", "fingerprint", "query_text",
-    "statement_type", "tables", "duration_ms", "rows", "error", *CONTEXT_FIELDS,
-)
+CONTEXT_FIELDS = ("database", "vendor_category", "wedding_id")  # the business context a service may add
+_FIELDS = frozenset(f.name for f in msgspec.structs.fields(QueryEvent))
 
 
 class InvalidEvent(ValueError):
@@ -36,18 +36,20 @@ def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def statement_fields(sql: str, cache: StatementCache) -> dict[str, Any]:
-    """fingerprint/query_text/statement_type/tables of ``sql``; a placeholder text when unparsable."""
+def _statement(sql: str, cache: StatementCache) -> tuple[str | None, str, str, tuple[str, ...]]:
+    """fingerprint, query_text, statement_type and tables of ``sql``; a placeholder text when unparsable."""
     try:
-        stmt: NormalizedStatement = cache.get(sql)
+        stmt = cache.get(sql)
     except SqlParseError:
-        return {"fingerprint": None, "query_text": UNPARSABLE_TEXT, "statement_type": "UTILITY", "tables": []}
-    return {
-        "fingerprint": stmt.fingerprint,
-        "query_text": stmt.query_text,
-        "statement_type": stmt.statement_type,
-        "tables": list(stmt.tables),
-    }
+        return None, UNPARSABLE_TEXT, "UTILITY", ()
+    return stmt.fingerprint, stmt.query_text, stmt.statement_type, stmt.tables
+
+
+def statement_fields(sql: str, cache: StatementCache) -> dict[str, Any]:
+    """The QueryEvent fields fingerprint/query_text/statement_type/tables of ``sql``, for mappers
+    that build events from other sources (OTLP spans) exactly as the SDK does."""
+    fingerprint, query_text, statement_type, tables = _statement(sql, cache)
+    return {"fingerprint": fingerprint, "query_text": query_text, "statement_type": statement_type, "tables": list(tables)}
 
 
 def query_event(
@@ -61,26 +63,30 @@ def query_event(
     error: str | None,
     event_time_ms: int | None,
     context: Mapping[str, object],
-) -> dict[str, Any]:
-    """A complete QueryEvent record for one executed statement."""
-    record: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "service": service,
-        "instance_id": instance_id,
-        "event_time": now_ms() if event_time_ms is None else int(event_time_ms),
-        **statement_fields(sql, cache),
-        "duration_ms": float(duration_ms),
-        "rows": -1 if rows is None else int(rows),
-        "error": error,
-    }
-    for name in CONTEXT_FIELDS:
-        record[name] = _optional_str(context.get(name))
-    return record
+) -> QueryEvent:
+    """A complete QueryEvent for one executed statement."""
+    fingerprint, query_text, statement_type, tables = _statement(sql, cache)
+    return QueryEvent(
+        event_id=str(uuid.uuid4()),
+        service=service,
+        instance_id=instance_id,
+        event_time=now_ms() if event_time_ms is None else int(event_time_ms),
+        fingerprint=fingerprint,
+        query_text=query_text,
+        statement_type=statement_type,
+        tables=tables,
+        duration_ms=float(duration_ms),
+        rows=-1 if rows is None else int(rows),
+        error=error,
+        database=_optional_str(context.get("database")),
+        vendor_category=_optional_str(context.get("vendor_category")),
+        wedding_id=_optional_str(context.get("wedding_id")),
+    )
 
 
 def prepare_record(
     record: Mapping[str, Any], *, cache: StatementCache, service: str, instance_id: str, database: str | None
-) -> dict[str, Any]:
+) -> QueryEvent:
     """Complete a pre-built QueryEvent dict (``dbopt produce``): defaults filled in and the
     ``query_text`` normalized in-process, so raw SQL given by a person never reaches Kafka.
     ``fingerprint``, ``statement_type`` and ``tables`` are always derived from ``query_text``
@@ -88,7 +94,7 @@ def prepare_record(
 
     Raises :class:`InvalidEvent` naming the offending field.
     """
-    unknown = sorted(set(record) - set(_FIELDS))
+    unknown = sorted(set(record) - _FIELDS)
     if unknown:
         raise InvalidEvent(f"unknown field(s) {unknown}")
     if not isinstance(record.get("query_text"), str) or not record["query_text"].strip():
@@ -103,21 +109,24 @@ def prepare_record(
         raise InvalidEvent(f"duration_ms, rows and event_time must be numbers: {exc}") from None
     if duration < 0:
         raise InvalidEvent(f"duration_ms must not be negative, got {duration}")
-    out: dict[str, Any] = {
-        "event_id": str(record.get("event_id") or uuid.uuid4()),
-        "service": str(record.get("service") or service),
-        "instance_id": str(record.get("instance_id") or instance_id),
-        "event_time": event_time,
-        **statement_fields(record["query_text"], cache),
-        "duration_ms": duration,
-        "rows": rows,
-        "error": _optional_str(record.get("error")),
-    }
-    for name in CONTEXT_FIELDS:
-        out[name] = _optional_str(record.get(name))
-    if out["database"] is None:
-        out["database"] = database
-    return out
+    fingerprint, query_text, statement_type, tables = _statement(record["query_text"], cache)
+    given_database = _optional_str(record.get("database"))
+    return QueryEvent(
+        event_id=str(record.get("event_id") or uuid.uuid4()),
+        service=str(record.get("service") or service),
+        instance_id=str(record.get("instance_id") or instance_id),
+        event_time=event_time,
+        fingerprint=fingerprint,
+        query_text=query_text,
+        statement_type=statement_type,
+        tables=tables,
+        duration_ms=duration,
+        rows=rows,
+        error=_optional_str(record.get("error")),
+        database=database if given_database is None else given_database,
+        vendor_category=_optional_str(record.get("vendor_category")),
+        wedding_id=_optional_str(record.get("wedding_id")),
+    )
 
 
 def error_code(exc: BaseException) -> str:

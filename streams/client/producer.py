@@ -29,6 +29,7 @@ from streams.client.metrics import EVENTS_DROPPED, EVENTS_SENT, DropLog
 from streams.config import Settings
 from streams.kafka import clients
 from streams.kafka.topics import ensure_in_background
+from streams.records import QueryEvent
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 
@@ -118,23 +119,23 @@ class EventProducer:
             return self._drop("invalid_event")
         return self._produce(prepared)
 
-    def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def prepare(self, record: Mapping[str, Any]) -> QueryEvent:
         """The QueryEvent that :meth:`emit` would send; raises :class:`InvalidEvent` (for tools
         such as ``dbopt produce`` that must report bad input instead of counting it)."""
         prepared = prepare_record(
             record, cache=self.cache, service=self.service, instance_id=self.instance_id, database=self.database
         )
         try:
-            self._codec.validate("QueryEvent", prepared)
+            self._codec.validate(prepared.SCHEMA, prepared.to_avro())
         except SchemaError as exc:
             raise InvalidEvent(str(exc)) from None
         return prepared
 
-    def _produce(self, record: dict[str, Any]) -> bool:
+    def _produce(self, record: QueryEvent) -> bool:
         if self._closed:
             return self._drop("closed")
         try:
-            value = self._codec.encode("QueryEvent", record, topic=self.topic)
+            value = self._codec.encode_record(record, topic=self.topic)
         except Exception:
             return self._drop("encode_error")
         try:

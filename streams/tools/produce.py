@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator
+from typing import IO, Iterator
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -25,6 +25,7 @@ from streams.client.events import InvalidEvent, prepare_record
 from streams.client.producer import default_instance_id
 from streams.config import Settings, load_settings
 from streams.cli_args import add_logging_arguments, positive_float
+from streams.records import QueryEvent
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 
@@ -78,7 +79,7 @@ def event_time_ms(value: object) -> int:
 
 def parse_line(
     text: str, *, cache: StatementCache, codec: Codec, service: str | None, instance_id: str, database: str | None
-) -> dict[str, Any]:
+) -> QueryEvent:
     """A complete, normalized QueryEvent from one JSON line; raises :class:`BadLine`."""
     try:
         raw = json.loads(text)
@@ -96,7 +97,7 @@ def parse_line(
         raw["event_time"] = event_time_ms(raw["event_time"])
     try:
         record = prepare_record(raw, cache=cache, service=service or "", instance_id=instance_id, database=database)
-        codec.validate("QueryEvent", record)
+        codec.validate(record.SCHEMA, record.to_avro())
     except (InvalidEvent, SchemaError) as exc:
         raise BadLine(str(exc)) from None
     return record
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"line {number}: {exc}", file=sys.stderr, flush=True)
                 continue
-            _send(producer, topic, record["service"].encode(), codec.encode("QueryEvent", record, topic=topic), delivery)
+            _send(producer, topic, record.service.encode(), codec.encode_record(record, topic=topic), delivery)
             sent += 1
     pending = producer.flush(args.timeout)
     undelivered = sent - delivery.delivered
