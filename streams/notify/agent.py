@@ -42,6 +42,8 @@ HELP = "tell people: route alerts and results to Slack, PagerDuty, e-mail, SMS a
 log = logging.getLogger("dbopt.notify")
 T = TypeVar("T")
 REPORT_BATCH = 500
+# the loop waits this long for a batch to fill: short, a pager's latency matters more than batching
+POLL_TIMEOUT_S = 0.1
 
 
 def outcome_record(delivery: Delivery) -> NotificationResult:
@@ -197,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     dispatcher.start()
     try:
         run_stage(settings, stage, group_id=settings.notify.consumer_group, stop=stop, health=health,
+                  poll_timeout_s=POLL_TIMEOUT_S,
                   consumer_overrides={"session.timeout.ms": settings.notify.session_timeout_ms})
     finally:
         stop.set()
