@@ -42,8 +42,10 @@ def _round_trip(settings: Settings) -> dict[str, list[tuple[bytes, Any]]]:
     for name, records in EXAMPLES.items():
         if name == "QueryEvent":
             continue
-        for record in records:
-            producer.produce(topics[TOPIC_OF_SCHEMA[name]], codec.encode(name, record, topic=topics[TOPIC_OF_SCHEMA[name]]))
+        topic = topics[TOPIC_OF_SCHEMA[name]]
+        for i, record in enumerate(records):
+            # one partition keeps the order; keys, because the commands and results topics are compacted
+            producer.produce(topic, codec.encode(name, record, topic=topic), key=f"{name}-{i}".encode(), partition=0)
     assert producer.flush(15) == 0
     with EventProducer(settings, service="booking-service") as sdk:
         for record in EXAMPLES["QueryEvent"]:
@@ -84,6 +86,7 @@ def _check_records(received: dict[str, list[tuple[bytes, Any]]], wire_format: st
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.usefixtures("created_topics")
 def test_single_object_round_trip_every_schema(settings: Settings) -> None:
     assert settings.schema_registry_url is None
     received = _round_trip(settings)
@@ -95,6 +98,7 @@ def test_single_object_round_trip_every_schema(settings: Settings) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.usefixtures("created_topics")
 def test_confluent_round_trip_every_schema(settings: Settings, schema_registry: str) -> None:
     settings = settings.with_overrides(schema_registry_url=schema_registry)
     received = _round_trip(settings)

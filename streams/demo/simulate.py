@@ -26,7 +26,7 @@ from streams.config import Settings, load_settings
 from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.demo.schema import TABLE_NAMES
 from streams.demo.workload import PROFILES, SERVICES, Call, Pacer, Population, Query, pick, service_rates, workers_for
-from streams.kafka.topics import ensure_topics
+from streams.kafka.topics_cli import ready_to_produce
 
 HELP = "run the wedding platform's services against the demo database, emitting QueryEvents via the SDK"
 STATEMENT_TIMEOUT_MS = 15_000
@@ -332,7 +332,9 @@ def run(args: argparse.Namespace) -> int:
         f"(base {args.rate:g} q/s) over {', '.join(rates)}; events -> {settings.topics.query_events}",
         flush=True,
     )
-    ensure_topics(settings)  # the broker does not auto-create topics; the SDK would count every event dropped
+    # the SDK would ensure its topic too, but in the background: a broker that cannot be used is said at once
+    if not ready_to_produce(settings, ["query_events"], "dbopt simulate"):
+        return 1
     stop = threading.Event()
     try:
         result = simulate(settings, args.database_url, rates, args.duration, workers=args.workers, seed=args.seed,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from streams.commands import build_command, command_key, sign
 from streams.config import Settings, load_settings
+from streams.kafka import clients
+from streams.kafka.topics import ensure_for_producing
 from streams.records import OptimizationCommand
 from streams.serde import Codec
 
@@ -44,7 +46,8 @@ def submit(settings: Settings, sql: str, *, emergency: bool = False, reason: str
         if err is not None:
             errors.append(str(err))
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
+    ensure_for_producing(settings, ["commands"])  # TopicsUnavailable (a RuntimeError) says what to run
+    producer = clients.producer(settings)
     producer.produce(topic, key=record.command_id.encode(), value=value, on_delivery=delivered)
     remaining = producer.flush(30)
     if remaining or errors:

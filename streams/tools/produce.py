@@ -25,6 +25,8 @@ from streams.client.events import InvalidEvent, prepare_record
 from streams.client.producer import default_instance_id
 from streams.config import Settings, load_settings
 from streams.cli_args import add_logging_arguments, positive_float
+from streams.kafka import clients
+from streams.kafka.topics_cli import ready_to_produce
 from streams.records import QueryEvent
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
@@ -49,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-id", default=None, help="instance_id for lines without one (default: host-pid)")
     parser.add_argument("--database", help="database for lines without one")
     add_logging_arguments(parser)
-    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for delivery at the end (default 30)")
+    parser.add_argument("--timeout", type=positive_float, default=30.0,
+                        help="seconds to wait for the broker: to check the topic, and for delivery at the end (default 30)")
 
 
 # -- pure: one line -> one QueryEvent record ----------------------------------------------------
@@ -133,15 +136,9 @@ class Delivery:
 
 
 def _producer(settings: Settings) -> Producer:
-    return Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "client.id": "dbopt-produce",
-            "enable.idempotence": True,
-            "acks": "all",
-            "compression.type": settings.sdk_compression,
-            "linger.ms": settings.sdk_linger_ms,
-        }
+    return clients.producer(
+        settings,
+        **{"client.id": "dbopt-produce", "compression.type": settings.sdk_compression, "linger.ms": settings.sdk_linger_ms},
     )
 
 
@@ -163,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"dbopt produce: cannot read {args.jsonl}: {exc.strerror}", file=sys.stderr)
         return 2
+    if not ready_to_produce(settings, ["query_events"], "dbopt produce", timeout=args.timeout):
+        stream.close()
+        return 1
     topic = settings.topics.query_events
     codec = Codec.from_settings(settings)
     cache = StatementCache(settings.sdk_statement_cache)
