@@ -37,6 +37,7 @@ demo: up
 bench: up
 	$(BIN)/python bench/sdk_cost.py --iterations 20000
 	$(BIN)/python bench/worker_throughput.py --events 1000000
+	$(BIN)/python bench/otlp_throughput.py
 
 clean: down
 	rm -rf .run $(VENV)
