@@ -241,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
         children.start("worker", ["worker", *logging_options], env)
         children.start("advisor", ["advisor", *logging_options], env)
         children.start("executor", ["executor", *logging_options], env)
+        from streams.notify.demo import start_demo_slack, url_of  # dbopt notify -> a local Slack-compatible endpoint
+        env["DBOPT_NOTIFY_SLACK_WEBHOOK_URL"] = url_of(start_demo_slack(out))
+        children.start("notify", ["notify", *logging_options], env)
         time.sleep(3)
         out.write(f"4. simulator: {args.profile} at base rate {args.rate}/s; windows of {args.window_seconds} s\n")
         children.start("simulate", ["simulate", "--profile", args.profile, "--rate", str(args.rate),
