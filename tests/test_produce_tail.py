@@ -16,14 +16,14 @@ from confluent_kafka import Producer
 
 from streams.config import Settings, TopicPolicy
 from streams.kafka.topics import ensure_topics
-from streams.records import QueryEvent
+from streams.records import Alert, DeadLetter, QueryEvent
 from streams.serde import Codec
 from streams.sql import StatementCache
 from streams.tools.jsonview import iso_from_ms, ms_from_iso, to_json
 from streams.tools.produce import BadLine, event_time_ms, parse_line
 
 from clienv import DBOPT, dbopt, schema_registry, settings_env  # noqa: F401 - fixture
-from samples import EXAMPLES, current
+from samples import EXAMPLES
 
 T_ISO = "2026-05-02T14:03:07.125Z"
 T_MS = calendar.timegm((2026, 5, 2, 14, 3, 7)) * 1000 + 125  # independent of the code under test
@@ -106,14 +106,16 @@ def test_parse_line_rejects(line: str, reason: str) -> None:
 
 
 def test_json_view_of_bytes_and_timestamps() -> None:
-    record = EXAMPLES["DeadLetter"][0]
-    view = to_json(current()["DeadLetter"], record)
-    assert base64.b64decode(view["original_value"]) == record["original_value"]
-    assert view["received_at"] == iso_from_ms(record["received_at"])
-    assert view["source_offset"] == record["source_offset"]
+    record = DeadLetter.from_avro(EXAMPLES["DeadLetter"][0])
+    view = to_json(record)
+    assert base64.b64decode(view["original_value"]) == record.original_value
+    assert view["received_at"] == iso_from_ms(record.received_at)
+    assert view["source_offset"] == record.source_offset
     json.dumps(view)  # plain JSON
-    alert = to_json(current()["Alert"], EXAMPLES["Alert"][0])
-    assert alert["window_end"] == iso_from_ms(EXAMPLES["Alert"][0]["window_end"]) and alert["state"] == "firing"
+    alert = Alert.from_avro(EXAMPLES["Alert"][0])
+    alert_view = to_json(alert)
+    assert alert_view["window_end"] == iso_from_ms(alert.window_end) and alert_view["state"] == "firing"
+    assert alert_view["created_at"] == iso_from_ms(alert.created_at) and alert_view["p95_ms"] == alert.p95_ms
 
 
 # -- through the CLI and the broker -----------------------------------------------------------

@@ -101,14 +101,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"dbopt tail: {topic}: {error.str()}", file=sys.stderr, flush=True)
                 continue
             try:
-                decoded = codec.decode(msg.value())
+                record = codec.decode_record(msg.value())
             except DecodeError as exc:
                 bad += 1
                 print(f"dbopt tail: {topic} partition {msg.partition()} offset {msg.offset()}: "
                       f"cannot decode ({exc.reason}): {exc.detail}", file=sys.stderr, flush=True)
                 continue
-            schema = codec.schemas.get(decoded.schema_name).raw
-            print(json.dumps(to_json(schema, decoded.record), ensure_ascii=False), flush=True)
+            print(json.dumps(to_json(record), ensure_ascii=False), flush=True)
     except BrokenPipeError:  # e.g. `dbopt tail ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
