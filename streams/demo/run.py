@@ -17,8 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from psycopg import sql
 
@@ -28,6 +27,7 @@ from streams.cli_args import add_logging_arguments, logging_argv, positive_float
 from streams.domain.slo import slo_ms
 from streams.execute.audit import TABLE as AUDIT_TABLE
 from streams.kafka.topics import ensure_topics
+from streams.records import Alert, OptimizationCommand, OptimizationResult, WindowStats
 from streams.serde import Codec, DecodeError
 
 HELP = "run the whole loop locally and show it live: worker, advisor, executor and the simulator"
@@ -46,18 +46,18 @@ class RecoveryClock:
     wall_breach: float | None = None
     wall_recovered: float | None = None
 
-    def observe(self, row: dict[str, Any], slo_ms: float) -> str | None:
-        if row["context"] != self.context or row["fingerprint"] is not None or row["window_kind"] != "tumbling":
+    def observe(self, row: WindowStats, slo_ms: float) -> str | None:
+        if row.context != self.context or row.fingerprint is not None or row.window_kind != "tumbling":
             return None
-        breaching = row["p95_ms"] > slo_ms
+        breaching = row.p95_ms > slo_ms
         if breaching and self.first_breach_end is None:
-            self.first_breach_end, self.wall_breach = row["window_end"], time.monotonic()
-            return f"first breaching {self.context} window: p95 {row['p95_ms']:.1f} ms > SLO {slo_ms:.0f} ms"
+            self.first_breach_end, self.wall_breach = row.window_end, time.monotonic()
+            return f"first breaching {self.context} window: p95 {row.p95_ms:.1f} ms > SLO {slo_ms:.0f} ms"
         if self.index_applied and not breaching and self.first_breach_end is not None and self.recovered_end is None:
-            self.recovered_end, self.wall_recovered = row["window_end"], time.monotonic()
+            self.recovered_end, self.wall_recovered = row.window_end, time.monotonic()
             seconds = (self.recovered_end - self.first_breach_end) / 1000
             return (
-                f"RECOVERED: {self.context} p95 {row['p95_ms']:.1f} ms <= SLO {slo_ms:.0f} ms; "
+                f"RECOVERED: {self.context} p95 {row.p95_ms:.1f} ms <= SLO {slo_ms:.0f} ms; "
                 f"{seconds:.0f} s from the first breaching window to recovery (event time), "
                 f"{self.wall_recovered - (self.wall_breach or self.wall_recovered):.0f} s wall clock"
             )
@@ -143,13 +143,13 @@ def reset_previous_run(settings: Settings, out: TextIO) -> None:
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(audit, AUDIT_TABLE)))
 
 
-def format_window(row: dict[str, Any], slo: float | None) -> str:
-    start = time.strftime("%H:%M:%S", time.gmtime(row["window_start"] / 1000))
-    who = row["context"] if row["fingerprint"] is None else f"{row['fingerprint'][:10]}"
-    mark = "" if slo is None else ("  BREACH" if row["p95_ms"] > slo else "  ok")
+def format_window(row: WindowStats, slo: float | None) -> str:
+    start = time.strftime("%H:%M:%S", time.gmtime(row.window_start / 1000))
+    who = row.context if row.fingerprint is None else row.fingerprint[:10]
+    mark = "" if slo is None else ("  BREACH" if row.p95_ms > slo else "  ok")
     return (
-        f"   {start} {row['service']:<22} {who:<16} n={row['count']:<6} "
-        f"p50={row['p50_ms']:7.1f} p95={row['p95_ms']:7.1f} p99={row['p99_ms']:7.1f} ms"
+        f"   {start} {row.service:<22} {who:<16} n={row.count:<6} "
+        f"p50={row.p50_ms:7.1f} p95={row.p95_ms:7.1f} p99={row.p99_ms:7.1f} ms"
         + (f"  (SLO {slo:.0f}){mark}" if slo is not None else "")
     )
 
@@ -174,29 +174,28 @@ def watch(settings: Settings, children: Children, deadline: float, out: TextIO) 
             if msg is None or msg.error():
                 continue
             try:
-                rec = codec.decode(msg.value()).record
+                rec = codec.decode_record(msg.value())
             except DecodeError as exc:
                 out.write(f"   (undecodable record on {msg.topic()}: {exc})\n")
                 continue
-            topic = msg.topic()
-            if topic == settings.topics.latency_windows:
-                if rec["window_kind"] != "tumbling" or rec["fingerprint"] is not None:
+            if isinstance(rec, WindowStats):
+                if rec.window_kind != "tumbling" or rec.fingerprint is not None:
                     continue
-                slo = slo_ms(rec["context"], rec["window_start"], settings.domain, settings.timezone)
+                slo = slo_ms(rec.context, rec.window_start, settings.domain, settings.timezone)
                 out.write(format_window(rec, slo) + "\n")
                 note = clock.observe(rec, slo)
                 if note:
                     out.write(f">> {note}\n")
-            elif topic == settings.topics.alerts:
+            elif isinstance(rec, Alert):
                 out.write(
-                    f"!! ALERT {rec['state'].upper()} {rec['severity']} {rec['kind']} {rec['service']}/{rec['context']} "
-                    f"p95 {rec['p95_ms']:.1f} ms vs {rec['threshold_ms']:.1f} ms\n"
+                    f"!! ALERT {rec.state.upper()} {rec.severity} {rec.kind} {rec.service}/{rec.context} "
+                    f"p95 {rec.p95_ms:.1f} ms vs {rec.threshold_ms:.1f} ms\n"
                 )
-            elif topic == settings.topics.commands:
-                out.write(f"-> COMMAND {rec['command_id'][:12]} ({rec['origin']}): {rec['sql']}\n")
-            else:
-                out.write(f"<- RESULT {rec['command_id'][:12]} {rec['status']}: {rec['reason']}\n")
-                if rec["status"] == "applied" and (rec.get("index_name") or "").rpartition(".")[2].startswith("dbopt_idx_"):
+            elif isinstance(rec, OptimizationCommand):
+                out.write(f"-> COMMAND {rec.command_id[:12]} ({rec.origin}): {rec.sql}\n")
+            elif isinstance(rec, OptimizationResult):
+                out.write(f"<- RESULT {rec.command_id[:12]} {rec.status}: {rec.reason}\n")
+                if rec.status == "applied" and (rec.index_name or "").rpartition(".")[2].startswith("dbopt_idx_"):
                     clock.index_applied = True
             out.flush()
             if clock.recovered_end is not None and time.monotonic() > (clock.wall_recovered or 0) + 5:
