@@ -25,7 +25,7 @@ from collections import Counter as Tally
 
 from prometheus_client import Counter
 
-from streams.otlp.mapping import MappingResult
+from streams.otlp.mapping import IGNORED_REASONS, REJECTED_REASONS, MappingResult
 
 log = logging.getLogger("dbopt.otlp")
 
@@ -35,6 +35,15 @@ UNPARSABLE = Counter(
 )
 REQUESTS = Counter("dbopt_otlp_requests", "OTLP/HTTP requests answered, by HTTP status.", ["status"])
 ACKNOWLEDGED = Counter("dbopt_otlp_events_acknowledged", "QueryEvents from OTLP/HTTP acknowledged by the broker.")
+SOURCES = ("http", "kafka")
+
+for _source in SOURCES:  # every series exists from the start (at 0), so rates and alerts see it
+    SPANS.labels(_source, "event", "-")
+    for _reason in IGNORED_REASONS:
+        SPANS.labels(_source, "ignored", _reason)
+    for _reason in REJECTED_REASONS:
+        SPANS.labels(_source, "rejected", _reason)
+    UNPARSABLE.labels(_source)
 
 
 class RejectionLog:
