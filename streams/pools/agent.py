@@ -61,7 +61,7 @@ def register(app: faust.App, settings: Settings) -> None:
                     message.offset, rejected.detail)  # fmt: skip
         record = dead_letter(message.key, message.value, message.topic, message.partition, message.offset,
                              rejected, int(time.time() * 1000))  # fmt: skip
-        await dlq.send(key=message.key, value=codec.encode("DeadLetter", record, topic=topics.dlq))
+        await dlq.send(key=message.key, value=codec.encode_record(record, topic=topics.dlq))
         DLQ_RECORDS.labels(rejected.reason).inc()
 
     async def forward(stream: StreamT[Any]) -> None:
