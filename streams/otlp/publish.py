@@ -78,7 +78,6 @@ class EventPublisher:
             message_timeout_ms=int(self.timeout_s * 1000),
             logger=log.getChild("librdkafka"),  # librdkafka's lines go to logging, not stderr
         )
-        self.acknowledged = 0
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="otlp-producer-poll", daemon=True)
         self._poller.start()
@@ -109,7 +108,6 @@ class EventPublisher:
             raise Unavailable("the broker did not acknowledge the events in time") from None
         if pending.error is not None:
             raise Unavailable(f"the broker did not take every event: {pending.error.name()}")
-        self.acknowledged += len(values)
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Flush and stop; returns the events still unacknowledged."""
