@@ -10,7 +10,7 @@ as accepted that the broker did not acknowledge.
 
 Delivery is at-least-once: when some events of a request were acknowledged and others not, the
 client's retry sends the acknowledged ones again, with the same ``event_id`` (derived from the
-trace and span ids).
+trace and span ids); the worker does not de-duplicate by ``event_id`` (yet), so they count twice.
 """
 
 from __future__ import annotations
