@@ -23,7 +23,7 @@ from samples import EXAMPLES
 
 # commands whose work is done by an action sub-command
 ACTIONS = {"topics": ["create"], "demo-db": ["init"], "command": ["submit"]}
-LONG_RUNNING = ["worker", "advisor", "executor", "simulate", "demo", "tail", "produce"]
+LONG_RUNNING = ["worker", "advisor", "executor", "simulate", "demo", "tail", "produce", "notify", "otlp"]
 
 
 def clean_env(**env: str) -> dict[str, str]:
