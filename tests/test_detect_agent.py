@@ -13,7 +13,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 from confluent_kafka import Producer
@@ -21,6 +21,7 @@ from confluent_kafka import Producer
 from streams.config import Settings, TopicPolicy
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.kafka.topics import ensure_topics
+from streams.records import Alert, DeadLetter, WindowStats
 from streams.serde import Codec
 from test_detect import MINUTE, T0
 from test_detect import window as detector_window
@@ -53,7 +54,7 @@ WORKER = textwrap.dedent(
 )
 
 
-def window(i: int, p95: float, kind: str = "tumbling") -> dict[str, Any]:
+def window(i: int, p95: float, kind: str = "tumbling") -> WindowStats:
     """A booking context row (no fingerprint, so only the SLO condition, 50 ms in June)."""
     return detector_window(i, p95, fingerprint=None, kind=kind)
 
@@ -121,18 +122,18 @@ def worker(small_settings: Settings, tmp_path: Path) -> Iterator[int]:
         yield port
 
 
-def produce_windows(settings: Settings, records: list[dict[str, Any]], extra: bytes | None = None) -> None:
+def produce_windows(settings: Settings, records: list[WindowStats], extra: bytes | None = None) -> None:
     codec = Codec()
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     for record in records:
-        value = codec.encode("WindowStats", record, topic=settings.topics.latency_windows)
+        value = codec.encode_record(record, topic=settings.topics.latency_windows)
         producer.produce(settings.topics.latency_windows, key=b"booking-service", value=value)
     if extra is not None:
         producer.produce(settings.topics.latency_windows, key=b"booking-service", value=extra)
     assert producer.flush(30) == 0
 
 
-def read_alerts(settings: Settings, expected: int) -> list[dict[str, Any]]:
+def read_alerts(settings: Settings, expected: int) -> list[Alert]:
     """Wait for ``expected`` alerts, then 8 s more of silence to prove there is no extra one."""
     codec = Codec()
     consumer = assigned_consumer(settings, settings.topics.alerts)
@@ -141,8 +142,10 @@ def read_alerts(settings: Settings, expected: int) -> list[dict[str, Any]]:
         messages += list(read_messages(consumer, max_messages=None, idle_timeout=8))
     finally:
         consumer.close()
-    alerts = [codec.decode(m.value()).record for m in messages if m.error() is None]
-    assert [m.key().decode() for m in messages] == [a["alert_id"] for a in alerts]
+    records = [codec.decode_record(m.value()) for m in messages if m.error() is None]
+    alerts = [r for r in records if isinstance(r, Alert)]
+    assert alerts == records
+    assert [m.key().decode() for m in messages] == [a.alert_id for a in alerts]
     return alerts
 
 
@@ -155,18 +158,19 @@ def test_detector_agent_round_trip(small_settings: Settings, worker: int) -> Non
     produce_windows(small_settings, records, extra=garbage)
 
     alerts = read_alerts(small_settings, expected=2)
-    assert [(a["state"], a["kind"], a["window_start"]) for a in alerts] == [
+    assert [(a.state, a.kind, a.window_start) for a in alerts] == [
         ("firing", "slo", T0 + 1 * MINUTE),
         ("resolved", "slo", T0 + 4 * MINUTE),
     ]
-    assert alerts[0]["severity"] == "high" and alerts[0]["threshold_ms"] == 50.0
+    assert alerts[0].severity == "high" and alerts[0].threshold_ms == 50.0
 
     dlq = assigned_consumer(small_settings, topics.dlq)
     try:
-        dead = [codec.decode(m.value()).record for m in read_messages(dlq, max_messages=1, idle_timeout=30)]
+        dead = [codec.decode_record(m.value()) for m in read_messages(dlq, max_messages=1, idle_timeout=30)]
     finally:
         dlq.close()
-    assert len(dead) == 1 and dead[0]["original_value"] == garbage and dead[0]["reason"] == "undecodable"
+    assert len(dead) == 1 and isinstance(dead[0], DeadLetter)
+    assert dead[0].original_value == garbage and dead[0].reason == "undecodable"
 
     with urllib.request.urlopen(f"http://127.0.0.1:{worker}/metrics", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=")
@@ -188,12 +192,12 @@ def test_restarted_detector_does_not_fire_again(small_settings: Settings, tmp_pa
     with running_worker(small_settings, tmp_path, app_id):
         produce_windows(small_settings, [window(0, 80), window(1, 90)])
         first = read_alerts(small_settings, expected=1)
-    assert [a["state"] for a in first] == ["firing"]
+    assert [a.state for a in first] == ["firing"]
     # a re-emitted window and a further breach, then recovery, seen by a fresh process
     produce_windows(small_settings, [window(1, 90), window(2, 99), window(3, 20), window(4, 20)])
     with running_worker(small_settings, tmp_path, app_id):
         alerts = read_alerts(small_settings, expected=2)
-    assert [(a["state"], a["window_start"]) for a in alerts] == [
+    assert [(a.state, a.window_start) for a in alerts] == [
         ("firing", T0 + 1 * MINUTE),
         ("resolved", T0 + 4 * MINUTE),
     ]
