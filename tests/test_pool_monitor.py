@@ -151,6 +151,10 @@ def test_advice_is_capped_by_the_budget() -> None:
     assert booking.instances == 2 and booking.waiting == 10 and booking.alert == "firing"
     assert budgets[0].allowed == 56 and budgets[0].pool_maxima == 40 and not budgets[0].over
     assert fired.recommended_max_size is not None
+    # another pool takes the whole budget: growth stops, but no shrink below the configured 10
+    run.feed(snap(T0 + 10, service="analytics", instance="x", max_size=100, in_use=1))
+    booking = next(v for v in run.monitor.views(run.state)[0] if v.service == "booking-service")
+    assert booking.advice.recommended == 10 and booking.advice.capped
 
 
 def test_season_multiplier_and_min_size() -> None:

@@ -15,6 +15,8 @@ from streams.kafka.topics import ensure_topics
 from streams.app.web import install_web_surface
 from streams.windows.agent import WindowsProcessor, ticks_topic_name
 from streams.detect.agent import register as register_detector
+from streams.detect.traffic_agent import register as register_traffic
+from streams.pools.agent import pools_topic_name, register as register_pools
 
 TICKS_RETENTION_MS = 3600 * 1000
 
@@ -60,6 +62,8 @@ def prepare_topics(settings: Settings) -> int:
     _ensure_copartitioned(settings, ticks_topic_name(settings), partitions, {"retention.ms": str(TICKS_RETENTION_MS)})
     # the detector's table is fed by the windows topic: it must be co-partitioned too
     _ensure_copartitioned(settings, settings.topics.latency_windows, partitions, {})
+    # every pool and server snapshot, forwarded under one key: the pool monitor's table is fed by it
+    _ensure_copartitioned(settings, pools_topic_name(settings), partitions, {"retention.ms": str(TICKS_RETENTION_MS)})
     return partitions
 
 
@@ -95,5 +99,7 @@ def create_app(settings: Settings, partitions: int) -> faust.App:
     app.agent(processor.source, name="windows", concurrency=1)(processor.run)
     app.timer(windows.tick_interval_ms / 1000, name="windows-ticks")(processor.send_ticks)
     register_detector(app, settings)
+    register_traffic(app, settings)
+    register_pools(app, settings)
     install_web_surface(app)
     return app

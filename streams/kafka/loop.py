@@ -32,7 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter
 
 from streams.config import Settings
-from streams.records import RECORD_TYPES, Record
+from streams.records import Record
 from streams.serde import Codec, DecodeError
 
 from . import clients
@@ -122,7 +122,7 @@ class _Sender:
         self.stage, self.codec, self.stop, self.health = stage, codec, stop, health
 
     def send(self, emits: list[Emit]) -> None:
-        pending = [(e, self.codec.encode(e.record.SCHEMA, e.record.to_avro(), topic=e.topic)) for e in emits]
+        pending = [(e, self.codec.encode_record(e.record, topic=e.topic)) for e in emits]
         delay = 0.5
         while pending:
             outcomes: list[tuple[tuple[Emit, bytes], KafkaError | None]] = []
@@ -193,7 +193,11 @@ def run_stage(
     def on_revoke(_c: Any, partitions: list[TopicPartition]) -> None:
         log.info("%s: %d partition(s) revoked", stage.name, len(partitions))
 
-    consumer.subscribe(stage.topics(), on_assign=on_assign, on_revoke=on_revoke)
+    topics = stage.topics()
+    if topics:
+        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+    else:  # a stage that only produces (dbopt collect): each turn waits poll_timeout_s, then ticks
+        health.set_ready(True)
     try:
         while not stop.is_set() and not stage.finished():
             health.beat()
@@ -228,11 +232,10 @@ def _handle(stage: Stage, codec: Codec, msg: Message) -> Iterable[Emit]:
     if not stage.decode_values:
         return stage.on_record(raw)
     try:
-        decoded = codec.decode(value)
+        record = codec.decode_record(value)
     except DecodeError as exc:
         UNDECODABLE.labels(stage.name, raw.topic).inc()
         return stage.on_undecodable(raw, exc)
-    record = RECORD_TYPES[decoded.schema_name].from_avro(decoded.record)
     return stage.on_record(Incoming(raw.topic, raw.partition, raw.offset, raw.key, value, record))
 
 

@@ -405,7 +405,9 @@ class PoolMonitor:
                      math.ceil(peak / self.config.utilization * multiplier - 1e-9))
         cap = self._budget_cap(members, live, state)
         if cap is not None and cap < wanted:
-            return Advice(max(1, cap), peak, multiplier, when, capped=True)
+            # the budget stops growth; it never asks for less than configured (that is the budget alert's job)
+            current = max(i["max_size"] for i in members)
+            return Advice(max(1, min(wanted, max(cap, current))), peak, multiplier, when, capped=True)
         return Advice(wanted, peak, multiplier, when)
 
     def _budget_cap(self, members: list[dict[str, Any]], live: list[dict[str, Any]],
