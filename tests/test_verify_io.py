@@ -6,8 +6,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Iterator, Sequence
 
+import msgspec
 import psycopg
 import pytest
 from confluent_kafka import Producer
@@ -16,6 +17,7 @@ from streams.advise.agent import run_advisor
 from streams.commands import verify
 from streams.config import Settings
 from streams.kafka.consume import assigned_consumer, read_messages
+from streams.records import Alert, OptimizationCommand, OptimizationResult, Record, WindowStats
 from streams.serde import Codec
 
 from test_advise_db import VENDOR_Q, bookings_db  # noqa: F401  (fixture)
@@ -41,15 +43,15 @@ def advisor(settings: Settings, bookings_db: str) -> Iterator[Settings]:  # noqa
     assert not thread.is_alive()
 
 
-def _produce(s: Settings, topic: str, schema: str, records: list[dict[str, Any]], key: str) -> None:
+def _produce(s: Settings, topic: str, records: Sequence[Record], key: str) -> None:
     codec = Codec.from_settings(s)
     producer = Producer({"bootstrap.servers": s.kafka_bootstrap})
     for record in records:
-        producer.produce(topic, key=key.encode(), value=codec.encode(schema, record, topic=topic))
+        producer.produce(topic, key=key.encode(), value=codec.encode_record(record, topic=topic))
     assert producer.flush(30) == 0
 
 
-def _commands(s: Settings, want: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+def _commands(s: Settings, want: int, timeout: float = 60.0) -> list[OptimizationCommand]:
     codec = Codec.from_settings(s)
     consumer = assigned_consumer(s, s.topics.commands)
     try:
@@ -58,43 +60,43 @@ def _commands(s: Settings, want: int, timeout: float = 60.0) -> list[dict[str, A
         while len(out) < want and time.monotonic() < deadline:
             for msg in read_messages(consumer, max_messages=want - len(out), idle_timeout=5):
                 if msg.error() is None:
-                    out.append(codec.decode(msg.value()).record)
+                    record = codec.decode_record(msg.value())
+                    assert isinstance(record, OptimizationCommand)
+                    out.append(record)
         return out
     finally:
         consumer.close()
 
 
-def _window(fp: str, start: int, p95: float, kind: str) -> dict[str, Any]:
-    return {
-        "window_id": f"{fp}-{start}", "window_kind": "tumbling", "window_start": start, "window_end": start + MIN,
-        "service": "booking-api", "fingerprint": fp, "context": "booking", "criticality": "critical",
-        "count": 600, "errors": 0, "rows": 600, "min_ms": p95 / 4, "max_ms": p95 * 2, "sum_ms": 600 * p95 / 2,
-        "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95 * 1.5, "statement_type": kind,
-        "query_text": None, "tables": ["bookings"], "emitted_at": start + MIN,
-    }
+def _window(fp: str, start: int, p95: float, kind: str) -> WindowStats:
+    return WindowStats(
+        window_id=f"{fp}-{start}", window_kind="tumbling", window_start=start, window_end=start + MIN,
+        service="booking-api", fingerprint=fp, context="booking", criticality="critical",
+        count=600, errors=0, rows=600, min_ms=p95 / 4, max_ms=p95 * 2, sum_ms=600 * p95 / 2,
+        p50_ms=p95 / 2, p95_ms=p95, p99_ms=p95 * 1.5, statement_type=kind, tables=("bookings",), emitted_at=start + MIN,
+    )
 
 
 def test_alert_to_index_command_then_rollback_when_writes_regress(advisor: Settings) -> None:
     s = advisor
     now = int(time.time() * 1000)
-    alert = {
-        "alert_id": "a1", "state": "firing", "severity": "critical", "kind": "slo", "service": "booking-api",
-        "context": "booking", "fingerprint": "fp-vendor", "p95_ms": 180.0, "threshold_ms": 50.0,
-        "baseline_ms": None, "window_start": now - MIN, "window_end": now, "query_text": VENDOR_Q,
-        "message": "", "created_at": now,
-    }
-    _produce(s, s.topics.alerts, "Alert", [alert], "a1")
+    alert = Alert(
+        alert_id="a1", state="firing", severity="critical", kind="slo", service="booking-api", context="booking",
+        fingerprint="fp-vendor", p95_ms=180.0, threshold_ms=50.0, window_start=now - MIN, window_end=now,
+        query_text=VENDOR_Q, created_at=now,
+    )
+    _produce(s, s.topics.alerts, [alert], "a1")
     (command,) = _commands(s, 1)
     assert verify(command, KEY.encode())
-    assert command["origin"] == "advisor" and command["action"] == "create_index"
-    assert command["sql"].startswith("CREATE INDEX CONCURRENTLY dbopt_idx_bookings_vendor_id")
-    assert command["rollback_sql"].startswith("DROP INDEX CONCURRENTLY public.dbopt_idx_bookings_vendor_id")
-    assert command["fingerprints"] == ["fp-vendor"] and command["p95_before_ms"] == 180.0
-    assert command["cost_after"] <= 0.5 * command["cost_before"]
+    assert command.origin == "advisor" and command.action == "create_index"
+    assert command.sql.startswith("CREATE INDEX CONCURRENTLY dbopt_idx_bookings_vendor_id")
+    assert command.rollback_sql.startswith("DROP INDEX CONCURRENTLY public.dbopt_idx_bookings_vendor_id")
+    assert command.fingerprints == ("fp-vendor",) and command.p95_before_ms == 180.0
+    assert command.cost_after <= 0.5 * command.cost_before
 
     # the executor applied it: build the index for real, then report as the executor does
     with psycopg.connect(s.database_url.get_secret_value(), autocommit=True) as conn:
-        conn.execute(command["sql"])
+        conn.execute(command.sql)
     applied_at = (now // MIN - 6) * MIN + 1_000  # event time: a minute boundary just passed
     first = applied_at // MIN * MIN
     windows = [_window("fp-vendor", first - k * MIN, 180.0, "SELECT") for k in (3, 2, 1)]
@@ -102,25 +104,23 @@ def test_alert_to_index_command_then_rollback_when_writes_regress(advisor: Setti
     # reads got faster, but inserts into bookings became 5x slower
     windows += [_window("fp-vendor", first + k * MIN, 12.0, "SELECT") for k in (1, 2, 3)]
     windows += [_window("fp-insert", first + k * MIN, 10.0, "INSERT") for k in (1, 2, 3)]
-    _produce(s, s.topics.latency_windows, "WindowStats", windows, "bookings")  # one partition, in order
-    result = {
-        "command_id": command["command_id"], "status": "applied", "reason": "created", "table": command["table"],
-        "sql": command["sql"], "rollback_sql": command["rollback_sql"], "index_name": None,
-        "finished_at": applied_at, "duration_ms": 120.0, "p95_before_ms": None, "p95_after_ms": None,
-        "write_p95_before_ms": None, "write_p95_after_ms": None, "cost_before": command["cost_before"],
-        "cost_after": command["cost_after"], "executor_id": "test",
-    }
-    _produce(s, s.topics.results, "OptimizationResult", [result], command["command_id"])
+    _produce(s, s.topics.latency_windows, windows, "bookings")  # one partition, in order
+    result = OptimizationResult(
+        command_id=command.command_id, status="applied", reason="created", table=command.table, sql=command.sql,
+        rollback_sql=command.rollback_sql, finished_at=applied_at, duration_ms=120.0,
+        cost_before=command.cost_before, cost_after=command.cost_after, executor_id="test",
+    )
+    _produce(s, s.topics.results, [result], command.command_id)
 
     commands = _commands(s, 2)
     assert len(commands) == 2, commands
-    (rollback,) = [c for c in commands if c["command_id"] != command["command_id"]]  # partitions: any order
+    (rollback,) = [c for c in commands if c.command_id != command.command_id]  # partitions: any order
     assert verify(rollback, KEY.encode())
-    assert rollback["origin"] == "verifier" and rollback["action"] == "drop_index", commands
-    assert rollback["rollback_of"] == command["command_id"] and rollback["sql"] == command["rollback_sql"]
-    assert "writes regressed" in rollback["reason"] and "2.0 -> 10.0" in rollback["reason"]
+    assert rollback.origin == "verifier" and rollback.action == "drop_index", commands
+    assert rollback.rollback_of == command.command_id and rollback.sql == command.rollback_sql
+    assert "writes regressed" in rollback.reason and "2.0 -> 10.0" in rollback.reason
     # the condition resolves and fires again: nothing new, the index exists now (covered)
-    _produce(s, s.topics.alerts, "Alert", [{**alert, "alert_id": "a2", "state": "resolved"},
-                                           {**alert, "alert_id": "a3"}], "a2")
+    _produce(s, s.topics.alerts, [msgspec.structs.replace(alert, alert_id="a2", state="resolved"),
+                                  msgspec.structs.replace(alert, alert_id="a3")], "a2")
     time.sleep(3)
     assert len(_commands(s, 3, timeout=8)) == 2
