@@ -53,6 +53,8 @@ COMMANDS: dict[str, str] = {
     "executor": "streams.execute.cli",
     "notify": "streams.notify.agent",
     "otlp": "streams.otlp.cli",
+    "collect": "streams.collect.agent",
+    "pools": "streams.pools.cli",
     "config": "streams.config_cli",
 }
 
