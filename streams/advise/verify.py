@@ -19,8 +19,8 @@ insert is not a regression). Otherwise it is rolled back.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Mapping
 
 from streams.config import AdviseSettings
 from streams.records import OptimizationCommand, OptimizationResult, WindowStats
@@ -65,6 +65,20 @@ class History:
             del points[min(points)]
         self._meta[fp] = (window.statement_type, window.tables)
         return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able copy of the history (the advisor's durable state)."""
+        return {
+            "points": {fp: [[p.start, p.end, p.count, p.p95_ms] for p in pts.values()] for fp, pts in self._points.items()},
+            "meta": {fp: [kind, list(tables)] for fp, (kind, tables) in self._meta.items()},
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._points = {
+            fp: {int(p[0]): WindowPoint(int(p[0]), int(p[1]), int(p[2]), float(p[3])) for p in pts}
+            for fp, pts in state.get("points", {}).items()
+        }
+        self._meta = {fp: (kind, tuple(tables)) for fp, (kind, tables) in state.get("meta", {}).items()}
 
     def points(self, fingerprint: str) -> list[WindowPoint]:
         """The remembered windows of ``fingerprint``, oldest first."""
@@ -225,6 +239,23 @@ class Verifier:
             _fill(pending, command)
         self.pending[cid] = pending
         return pending
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able copy of the verifier's state (the advisor's durable state)."""
+        return {
+            "history": self.history.snapshot(),
+            "pending": {cid: {**asdict(p), "fingerprints": list(p.fingerprints)} for cid, p in self.pending.items()},
+            "evidence": {cid: command.to_avro() for cid, command in self.evidence.items()},
+            "done": sorted(self.done),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.history.restore(state.get("history", {}))
+        self.pending = {
+            cid: Pending(**{**p, "fingerprints": tuple(p["fingerprints"])}) for cid, p in state.get("pending", {}).items()
+        }
+        self.evidence = {cid: OptimizationCommand.from_avro(c) for cid, c in state.get("evidence", {}).items()}
+        self.done = set(state.get("done", ()))
 
     def due(self, now_ms: int) -> list[tuple[Pending, Verdict]]:
         """Pending verifications that have their verdict now (removed from the pending set)."""

@@ -1,0 +1,155 @@
+"""The advisor's decisions: which fingerprints need help, which commands to send, which applied
+indexes to keep. Pure but for the evaluator (HypoPG, through ``connect``); the Kafka side is
+``streams.advise.agent``.
+
+* a firing SLO/regression/statement alert with a fingerprint and query text marks the fingerprint
+  as needing help; a resolved one clears it;
+* latency windows are the history behind call rates, write rates and verification;
+* commands carry the evidence (fingerprints) of every index command, for the verifier;
+* an ``applied`` CREATE INDEX result starts a verification.
+
+:meth:`Advisor.tick` evaluates the fingerprints that fired since the last turn together (HypoPG,
+see ``evaluate``), emits one signed command per chosen index and per stale table, and judges due
+verifications: keep (a ``kept`` result) or roll back (a signed ``drop_index`` command from origin
+``verifier``). Command ids are deterministic, so a replayed turn repeats nothing harmful.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Mapping
+
+import psycopg
+
+from streams.advise.analysis import analyze_sql
+from streams.advise.candidates import created_index_name
+from streams.advise.evaluate import EvaluationError, Evaluator, QueryInput
+from streams.advise.records import analyze_command, index_command, kept_result, rollback_command
+from streams.advise.verify import Verifier
+from streams.commands import command_key
+from streams.config import Settings
+from streams.kafka.loop import Emit
+from streams.records import Alert, OptimizationCommand, OptimizationResult, WindowStats
+
+log = logging.getLogger("dbopt.advisor")
+ACTIONABLE_KINDS = frozenset({"slo", "regression", "statement"})
+_RETRY_MS = 10_000
+
+
+class Advisor:
+    """The advisor's state and decisions. Records to produce collect in ``outbox`` (drained by
+    the agent); the database is reached only through the evaluator factory ``connect``."""
+
+    def __init__(self, settings: Settings, connect: Callable[[], Evaluator] | None = None) -> None:
+        self.settings = settings
+        self.key = command_key(settings)
+        self.outbox: list[Emit] = []
+        self.connect = connect or (lambda: Evaluator.connect(settings))
+        self.verifier = Verifier(settings.advise)
+        self.firing: dict[str, Alert] = {}  # fingerprint -> latest firing alert
+        self.waiting: set[str] = set()  # firing fingerprints not evaluated yet
+        self.proposed: set[str] = set()  # command ids sent by this process
+        self.retry_at_ms = 0  # after a database failure, evaluation waits until then
+
+    # --- durable state (see streams.advise.state) ---------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "firing": {fp: alert.to_avro() for fp, alert in self.firing.items()},
+            "waiting": sorted(self.waiting),
+            "proposed": sorted(self.proposed),
+            "verifier": self.verifier.snapshot(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.firing = {fp: Alert.from_avro(alert) for fp, alert in state.get("firing", {}).items()}
+        self.waiting = set(state.get("waiting", ()))
+        self.proposed = set(state.get("proposed", ()))
+        self.verifier.restore(state.get("verifier", {}))
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def on_alert(self, alert: Alert) -> None:
+        fp = alert.fingerprint
+        if not fp or alert.kind not in ACTIONABLE_KINDS:
+            return
+        if alert.state == "resolved":
+            self.firing.pop(fp, None)
+            self.waiting.discard(fp)
+        elif alert.query_text:
+            if fp not in self.firing:
+                self.waiting.add(fp)
+            self.firing[fp] = alert
+
+    def on_window(self, window: WindowStats) -> None:
+        self.verifier.history.add(window)
+
+    def on_command(self, command: OptimizationCommand) -> None:
+        self.verifier.on_command(command)
+
+    def on_result(self, result: OptimizationResult) -> None:
+        created = created_index_name(result.sql)  # only CREATE INDEX results are verified
+        pending = self.verifier.on_result(result, created and (result.index_name or created))
+        if pending is not None:
+            log.info("verifying %s on %s (applied at %d)", pending.index_name, pending.table, pending.applied_at)
+
+    # --- work ------------------------------------------------------------------------------------
+
+    def tick(self, now_ms: int | None = None) -> None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if self.waiting and now_ms >= self.retry_at_ms:
+            if not self._advise():
+                self.retry_at_ms = now_ms + _RETRY_MS
+        for pending, verdict in self.verifier.due(now_ms):
+            if verdict.keep:
+                log.info("keeping %s: %s", pending.index_name, verdict.reason)
+                self.outbox.append(Emit(self.settings.topics.results, pending.command_id,
+                                        kept_result(pending, verdict, now_ms)))
+            else:
+                command = rollback_command(pending, verdict, self.key)
+                log.warning("rolling back %s: %s (command %s)", pending.index_name, verdict.reason, command.command_id)
+                self._send_command(command)
+
+    def _send_command(self, command: OptimizationCommand) -> None:
+        if command.command_id in self.proposed:
+            return
+        self.proposed.add(command.command_id)
+        self.outbox.append(Emit(self.settings.topics.commands, command.command_id, command))
+
+    def _advise(self) -> bool:
+        """Evaluate the waiting fingerprints and send commands; False when the database failed."""
+        fingerprints = sorted(self.waiting)
+        history = self.verifier.history
+        queries = [QueryInput.from_alert(self.firing[fp], history.calls_per_s(fp)) for fp in fingerprints]
+        try:
+            evaluator = self.connect()
+        except (psycopg.Error, EvaluationError) as exc:
+            log.error("cannot evaluate %d fingerprint(s) now, will retry: %s", len(queries), exc)
+            return False
+        try:
+            tables = {t for q in queries for t in self._tables_of(q.fingerprint)}
+            rates = {t: r for t in tables if (r := history.write_rate(t)) is not None}
+            decision, _ = evaluator.advise(queries, write_rates=rates)
+        except psycopg.OperationalError as exc:
+            log.error("database unavailable during evaluation, will retry: %s", exc)
+            return False
+        finally:
+            evaluator.close()
+        self.waiting.clear()
+        for proposal in decision.proposals:
+            alert = self.firing.get(proposal.fingerprints[0])
+            self._send_command(index_command(proposal, alert, self.key))
+            log.info("proposed %s for %s", proposal.candidate.describe(), ", ".join(proposal.fingerprints))
+        served = tuple(fingerprints)
+        for stats, why in decision.analyze:
+            self._send_command(analyze_command(stats, why, served, self.key))
+        for fp, why in decision.unserved:
+            log.info("no index for %s: %s", fp, why)
+        return True
+
+    def _tables_of(self, fingerprint: str) -> list[str]:
+        try:
+            return [t.table for t in analyze_sql(self.firing[fingerprint].query_text or "").tables]
+        except ValueError:
+            return []
