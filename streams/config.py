@@ -393,6 +393,8 @@ class ExecutorSettings(Group):
         le=2**63 - 1,
         description="Session advisory lock held while an executor works: two never act at once",
     )
+    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
+    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
 
 
 class AdviseSettings(Group):
@@ -428,6 +430,8 @@ class AdviseSettings(Group):
         "dbopt-advisor", min_length=1, description="Kafka consumer group of the advisor"
     )
     poll_timeout_s: float = Field(0.5, ge=0.01, description="Longest wait for a record in one poll (s)")
+    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
+    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
 
 
 class WindowSettings(Group):
@@ -598,7 +602,7 @@ class CollectSettings(Group):
         False, description="Read the statements of every database of the server, not only the connected one's"
     )
     max_statements: int = Field(
-        5_000, ge=1, description="Most pg_stat_statements entries read per interval (the highest total time first)"
+        5_000, ge=1, description="Most StatementStats records per interval (the largest total time first)"
     )
     min_calls: int = Field(
         20, ge=1, description="Fewest calls in an interval for a statement's mean time to be judged against its SLO"
