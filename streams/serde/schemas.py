@@ -8,9 +8,10 @@ Every revision of every schema is known by its CRC-64-AVRO fingerprint (of the P
 Canonical Form), so single-object-encoded records written by an older revision still
 decode: the writer schema is the old revision, the reader schema the current one.
 
-Records are plain dicts; timestamp fields are int epoch milliseconds. To keep the hot
-path free of datetime conversions, schemas are parsed for fastavro without their
-``logicalType`` annotations (the canonical form, and so the fingerprint, ignores them).
+The codec reads and writes the dicts of the typed records' ``to_avro()``/``from_avro()``
+(:mod:`streams.records`); timestamp fields are int epoch milliseconds. To keep the hot path free
+of datetime conversions, schemas are parsed for fastavro without their ``logicalType``
+annotations (the canonical form, and so the fingerprint, ignores them).
 """
 
 from __future__ import annotations
