@@ -38,6 +38,27 @@ def _option(name: str, value: object) -> str:
     return f"-c {name}={text}"
 
 
+def connection_args(
+    settings: Settings,
+    *,
+    application_name: str,
+    url: str | None = None,
+    autocommit: bool = True,
+    session: Mapping[str, object] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The conninfo and keyword arguments of :func:`connect` (also a psycopg_pool pool's ``kwargs``)."""
+    conninfo = url or settings.database_url.get_secret_value()
+    params = conninfo_to_dict(conninfo)
+    pinned = {**(session or {}), "search_path": ",".join(settings.database_search_path)}
+    options = " ".join([str(params.get("options") or ""), *(_option(k, v) for k, v in pinned.items())]).strip()
+    return conninfo, {
+        "autocommit": autocommit,
+        "application_name": application_name,
+        "connect_timeout": params.get("connect_timeout") or CONNECT_TIMEOUT_S,
+        "options": options,
+    }
+
+
 def connect(
     settings: Settings,
     *,
@@ -51,14 +72,7 @@ def connect(
     ``session`` holds further settings fixed for the session (e.g. ``statement_timeout``).
     ``options`` and ``connect_timeout`` already in the URL are kept; the search path is pinned last.
     """
-    conninfo = url or settings.database_url.get_secret_value()
-    params = conninfo_to_dict(conninfo)
-    pinned = {**(session or {}), "search_path": ",".join(settings.database_search_path)}
-    options = " ".join([str(params.get("options") or ""), *(_option(k, v) for k, v in pinned.items())]).strip()
-    return psycopg.connect(
-        conninfo,
-        autocommit=autocommit,
-        application_name=application_name,
-        connect_timeout=params.get("connect_timeout") or CONNECT_TIMEOUT_S,
-        options=options,
+    conninfo, kwargs = connection_args(
+        settings, application_name=application_name, url=url, autocommit=autocommit, session=session
     )
+    return psycopg.connect(conninfo, **kwargs)

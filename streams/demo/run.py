@@ -77,7 +77,7 @@ class Children:
 
     def check(self, out: TextIO) -> bool:
         for name, proc in self.procs.items():
-            if proc.poll() is not None and name != "simulate":
+            if proc.poll() is not None and not name.startswith("simulate"):
                 out.write(f"!! {name} exited with {proc.returncode}; see {DEMO_DIR / (name + '.log')}\n")
                 return False
         return True
@@ -187,10 +187,9 @@ def watch(settings: Settings, children: Children, deadline: float, out: TextIO) 
                 if note:
                     out.write(f">> {note}\n")
             elif isinstance(rec, Alert):
-                out.write(
-                    f"!! ALERT {rec.state.upper()} {rec.severity} {rec.kind} {rec.service}/{rec.context} "
-                    f"p95 {rec.p95_ms:.1f} ms vs {rec.threshold_ms:.1f} ms\n"
-                )
+                figure = f"p95 {rec.p95_ms:.1f} ms vs {rec.threshold_ms:.1f} ms" if rec.kind in ("slo", "regression") \
+                    else rec.message  # pool, budget, errors, surge, statement: the message has the figures and advice
+                out.write(f"!! ALERT {rec.state.upper()} {rec.severity} {rec.kind} {rec.service}/{rec.context} {figure}\n")
             elif isinstance(rec, OptimizationCommand):
                 out.write(f"-> COMMAND {rec.command_id[:12]} ({rec.origin}): {rec.sql}\n")
             elif isinstance(rec, OptimizationResult):
@@ -205,9 +204,20 @@ def watch(settings: Settings, children: Children, deadline: float, out: TextIO) 
     return clock
 
 
+def show_pools(settings: Settings, out: TextIO) -> None:
+    """What `dbopt pools` shows: every pool's utilization, waits and recommended size, and the budget."""
+    from streams.pools.cli import current_state, print_table
+    from streams.pools.monitor import CLOCK
+
+    monitor, state = current_state(settings, int((time.time() - 600) * 1000))
+    pools, budgets = monitor.views(state)
+    out.write("pools (dbopt pools):\n")
+    print_table(pools, budgets, state.get(CLOCK) or 0, out)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="peak-season",
-                        choices=["off-season", "peak-season", "proposal-surge", "saturday"])
+                        choices=["off-season", "peak-season", "proposal-surge", "saturday", "wedding-day"])
     parser.add_argument("--rate", type=positive_float, default=15.0,
                         help="simulator base rate in queries/s before the profile multiplier (default 15)")
     parser.add_argument("--duration", type=positive_int, default=300,
@@ -243,15 +253,21 @@ def run(args: argparse.Namespace) -> int:
         from streams.notify.demo import start_demo_slack, url_of  # dbopt notify -> a local Slack-compatible endpoint
         env["DBOPT_NOTIFY_SLACK_WEBHOOK_URL"] = url_of(start_demo_slack(out))
         children.start("notify", ["notify", *logging_options], env)
+        children.start("collect", ["collect", *logging_options], env)  # the database's own view: the budget
         time.sleep(3)
         out.write(f"4. simulator: {args.profile} at base rate {args.rate}/s; windows of {args.window_seconds} s\n")
         children.start("simulate", ["simulate", "--profile", args.profile, "--rate", str(args.rate),
                                     "--duration", str(args.duration), *logging_options], env)
+        out.write("   and the wedding-day notification service: its pool of 4 saturates -> a pool alert with advice\n")
+        children.start("simulate-pools", ["simulate", "--profile", "wedding-day", "--services", "notification",
+                                          "--rate", str(args.rate), "--duration", str(min(args.duration, 120)),
+                                          *logging_options], env)
         clock = watch(settings, children, time.monotonic() + args.duration + 30, out)
     except KeyboardInterrupt:
         clock = None
     finally:
         children.stop()
+    show_pools(settings, out)
     if clock is None or clock.recovered_end is None or clock.first_breach_end is None:
         out.write("demo ended before a breach and its recovery were both seen\n")
         return 1

@@ -1,9 +1,13 @@
 """``dbopt simulate``: the wedding platform's services running real queries through the SDK.
 
-Each service (booking, vendor, payment, ...) gets its own EventProducer and a few worker
-threads, each with its own psycopg connection instrumented by ``streams.client.instrument``,
-so every statement becomes a QueryEvent exactly as in a real microservice. The offered load
-is open-loop (``streams.demo.workload.Pacer``); the achieved rate is reported as measured.
+Each service (booking, vendor, payment, ...) gets its own EventProducer, a psycopg_pool
+ConnectionPool watched by ``streams.client.watch_pool`` (PoolSnapshots every few seconds) and a
+few worker threads that check a connection out per request; each statement runs on a connection
+instrumented by ``streams.client.instrument``, so it becomes a QueryEvent exactly as in a real
+microservice. The offered load is open-loop (``streams.demo.workload.Pacer``); the achieved rate is
+reported as measured. The ``wedding-day`` profile has the notification service keep its connection
+while it "calls the SMS provider", with more threads than its pool has connections: the pool
+saturates and ``dbopt worker`` raises a pool alert with a recommended size.
 """
 
 from __future__ import annotations
@@ -15,22 +19,27 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 import psycopg
 from psycopg import sql
 
+from psycopg_pool import ConnectionPool
+
 from streams import db
-from streams.client import EventProducer, instrument
+from streams.client import EventProducer, instrument, watch_pool
 from streams.config import Settings, load_settings
 from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.demo.schema import TABLE_NAMES
-from streams.demo.workload import PROFILES, SERVICES, Call, Pacer, Population, Query, pick, service_rates, workers_for
+from streams.demo.workload import (
+    PROFILES, SERVICES, Call, Pacer, Population, Query, pick, service_rates, threads_for,
+)
 from streams.kafka.topics_cli import ready_to_produce
 
 HELP = "run the wedding platform's services against the demo database, emitting QueryEvents via the SDK"
 STATEMENT_TIMEOUT_MS = 15_000
-RECONNECT_PAUSE_S = 0.5
+CHECKOUT_TIMEOUT_S = 5.0  # a request waits this long for a pooled connection, then fails (PoolTimeout)
+POOL_SNAPSHOT_S = 5.0
 
 
 class SimulateError(RuntimeError):
@@ -154,11 +163,20 @@ def execute(conn: psycopg.Connection[Any], query: Query, call: Call, producer: E
         cursor.fetchall()
 
 
+def service_pool(settings: Settings, url: str | None, service: str, max_size: int) -> ConnectionPool[Any]:
+    """A simulated service's pool: its unqualified statements resolve through the configured search path."""
+    conninfo, kwargs = db.connection_args(
+        settings, url=url, application_name=f"dbopt-sim-{service}", session={"statement_timeout": STATEMENT_TIMEOUT_MS},
+    )
+    return ConnectionPool(conninfo, kwargs=kwargs, min_size=1, max_size=max_size, timeout=CHECKOUT_TIMEOUT_S,
+                          name=f"sim-{service}", open=True)
+
+
 @dataclass
 class Worker:
     service: str
-    settings: Settings
-    url: str | None
+    pool: ConnectionPool[Any]
+    hold_s: float  # the request keeps its connection this long after its query
     pacer: Pacer
     producer: EventProducer
     population: Population
@@ -166,36 +184,22 @@ class Worker:
     rng: random.Random
     stop: threading.Event
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        # a simulated service: its unqualified statements resolve through the configured search path
-        return db.connect(
-            self.settings, url=self.url, application_name=f"dbopt-sim-{self.service}",
-            session={"statement_timeout": STATEMENT_TIMEOUT_MS},
-        )
-
     def run(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        try:
-            while not self.stop.is_set():
-                due = self.pacer.claim(time.monotonic())
-                if due is None or self.stop.wait(max(0.0, due - time.monotonic())):
-                    return
-                query = pick(self.rng, self.service)
-                call = query.make(self.rng, self.population)
-                try:
-                    if conn is None:
-                        conn = self._connect()
+        while not self.stop.is_set():
+            due = self.pacer.claim(time.monotonic())
+            if due is None or self.stop.wait(max(0.0, due - time.monotonic())):
+                return
+            query = pick(self.rng, self.service)
+            call = query.make(self.rng, self.population)
+            try:  # a broken connection goes back to the pool, which replaces it
+                with self.pool.connection() as conn:
                     started = time.perf_counter()
                     execute(conn, query, call, self.producer)
                     self.stats.record(query.name, (time.perf_counter() - started) * 1000)
-                except psycopg.Error as exc:
-                    self.stats.record(query.name, None, exc.sqlstate or type(exc).__name__)
-                    if conn is None or conn.broken:
-                        conn = None
-                        self.stop.wait(RECONNECT_PAUSE_S)
-        finally:
-            if conn is not None:
-                conn.close()
+                    if self.hold_s:
+                        self.stop.wait(self.hold_s)
+            except psycopg.Error as exc:  # PoolTimeout included: no connection within CHECKOUT_TIMEOUT_S
+                self.stats.record(query.name, None, exc.sqlstate or type(exc).__name__)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -231,23 +235,31 @@ def simulate(
     progress: Callable[[float, dict[str, ServiceStats]], None] | None = None,
     progress_every: float = 1.0,
     stop: threading.Event | None = None,
+    hold_ms: Mapping[str, float] | None = None,
+    pool_size: Mapping[str, int] | None = None,
 ) -> Result:
-    """Run the services at ``rates`` (queries/s) for ``duration`` seconds; returns what happened."""
+    """Run the services at ``rates`` (queries/s) for ``duration`` seconds; returns what happened.
+
+    ``hold_ms`` and ``pool_size`` per service as in :class:`streams.demo.workload.Profile`."""
     population = read_population(settings, url)
     stop = stop or threading.Event()
+    hold_ms, pool_size = hold_ms or {}, pool_size or {}
     seeder = random.Random(seed)
     start = time.monotonic()
     stats = {s: ServiceStats() for s in rates}
     pacers = {s: Pacer(rate, start, start + duration) for s, rate in rates.items()}
     producers = {s: EventProducer(settings, service=f"{s}-service") for s in rates}
+    count = {s: workers or threads_for(rate, hold_ms.get(s, 0.0)) for s, rate in rates.items()}
+    pools = {s: service_pool(settings, url, s, pool_size.get(s, count[s])) for s in rates}
+    watches = [watch_pool(pools[s], producers[s], interval=POOL_SNAPSHOT_S) for s in rates]
     threads = [
         threading.Thread(
-            target=Worker(s, settings, url, pacers[s], producers[s], population, stats[s],
+            target=Worker(s, pools[s], hold_ms.get(s, 0.0) / 1000, pacers[s], producers[s], population, stats[s],
                           random.Random(seeder.getrandbits(64)), stop).run,
             name=f"sim-{s}-{i}", daemon=True,
         )
-        for s, rate in rates.items()
-        for i in range(workers or workers_for(rate))
+        for s in rates
+        for i in range(count[s])
     ]
     for thread in threads:
         thread.start()
@@ -267,6 +279,10 @@ def simulate(
         for thread in threads:
             thread.join(timeout=STATEMENT_TIMEOUT_MS / 1000 + 5)
         elapsed = time.monotonic() - start
+        for watch in watches:
+            watch.stop()
+        for pool in pools.values():
+            pool.close()
         for producer in producers.values():
             producer.close(timeout=10.0)
     events = {s: (p.sent, sum(p.dropped.values())) for s, p in producers.items()}
@@ -299,7 +315,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--services", type=services_arg, default=SERVICES,
                         help=f"comma-separated subset of {','.join(SERVICES)} (default: all)")
     parser.add_argument("--workers", type=positive_int, default=None,
-                        help="connections per service (default: from the service's rate, 1-4)")
+                        help="worker threads per service (default: from the service's rate, 1-4; more for a "
+                        "service that holds its connections); each service's pool has one connection per thread "
+                        "unless the profile sizes it")
     parser.add_argument("--seed", type=int, default=None, help="random seed for a repeatable query sequence")
     parser.add_argument("--database-url", help="demo database (default: DBOPT_DATABASE_URL)")
     add_logging_arguments(parser)
@@ -338,7 +356,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         result = simulate(settings, args.database_url, rates, args.duration, workers=args.workers, seed=args.seed,
-                          progress=_progress_printer(sys.stdout, target), stop=stop)
+                          progress=_progress_printer(sys.stdout, target), stop=stop, hold_ms=profile.hold_ms,
+                          pool_size=profile.pool_size)
     except SimulateError as exc:
         print(f"dbopt simulate: {exc}", file=sys.stderr)
         return 1

@@ -77,11 +77,18 @@ class Query:
 
 @dataclass(frozen=True)
 class Profile:
-    """A season: a rate multiplier per service over the off-season base rate."""
+    """A season: a rate multiplier per service over the off-season base rate.
+
+    ``hold_ms``: how long a request of the service keeps its pooled connection after its query
+    (the service's own work inside its transaction); ``pool_size``: the service's pool max_size.
+    Unset: no hold, and a pool of one connection per worker thread.
+    """
 
     name: str
     description: str
     multipliers: Mapping[str, float]
+    hold_ms: Mapping[str, float] = field(default_factory=dict)
+    pool_size: Mapping[str, int] = field(default_factory=dict)
 
 
 # -- value generators ------------------------------------------------------------------------
@@ -349,6 +356,15 @@ PROFILES: Mapping[str, Profile] = {
             {"booking": 1.0, "vendor": 1.0, "payment": 1.0, "timeline": 6.0, "guest": 5.0,
              "notification": 4.0, "analytics": 0.5},
         ),
+        Profile(
+            "wedding-day",
+            "a peak-season Saturday: the saturday mix at 4x, and the notification service keeps its pooled "
+            "connection while it calls the SMS provider (250 ms): its pool of 4 saturates, clients wait",
+            {"booking": 4.0, "vendor": 4.0, "payment": 4.0, "timeline": 24.0, "guest": 20.0,
+             "notification": 16.0, "analytics": 2.0},
+            hold_ms={"notification": 250.0},
+            pool_size={"notification": 4},
+        ),
     )
 }
 
@@ -367,6 +383,12 @@ def service_rates(profile: Profile, base_rate: float, services: tuple[str, ...] 
 def workers_for(rate: float, per_worker: float = 20.0, most: int = 4) -> int:
     """Connections a service needs for ``rate`` queries/s (each worker paces ~``per_worker``/s)."""
     return max(1, min(most, math.ceil(rate / per_worker)))
+
+
+def threads_for(rate: float, hold_ms: float, most: int = 32) -> int:
+    """Worker threads that offer ``rate`` requests/s when each keeps its connection ``hold_ms``
+    (Little's law with half again as many, so a pool smaller than the demand has clients waiting)."""
+    return max(workers_for(rate), min(most, math.ceil(rate * hold_ms / 1000 * 1.5) + 1))
 
 
 def pick(rng: random.Random, service: str) -> Query:
