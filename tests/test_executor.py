@@ -17,6 +17,7 @@ from streams.commands import build_command, sign
 from streams.config import Settings
 from streams.domain.calendar import Calendar
 from streams.execute.allowlist import action_of
+from streams.execute.agent import run_executor
 from streams.execute.executor import Executor, RunReport
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.records import OptimizationCommand, OptimizationResult
@@ -108,7 +109,7 @@ def results(settings: Settings, count: int, timeout: float = 30.0) -> list[Optim
 def run(settings: Settings, calendar: Calendar | None = None, **kw: Any) -> RunReport:
     kw.setdefault("once", True)
     kw.setdefault("idle_timeout", 3.0)
-    return Executor(settings, calendar=calendar).run(**kw)
+    return run_executor(Executor(settings, calendar=calendar), **kw)
 
 
 def snapshot(url: str) -> dict[str, Any]:
@@ -338,7 +339,7 @@ def test_database_unavailable_command_waits_uncommitted_then_applies(
     send(xs, cmd)
     executor = Executor(xs)
     report: list[RunReport] = []
-    thread = threading.Thread(target=lambda: report.append(executor.run(max_commands=1)), daemon=True)
+    thread = threading.Thread(target=lambda: report.append(run_executor(executor, max_commands=1)), daemon=True)
     thread.start()
     try:
         time.sleep(4)  # the executor retries the missing database with backoff
@@ -444,7 +445,7 @@ def test_an_executor_waits_while_another_holds_the_executor_lock(xs: Settings) -
     holder.execute("SELECT pg_advisory_lock(%s)", (xs.executor.advisory_lock_key,))
     executor = Executor(xs)
     reports: list[RunReport] = []
-    thread = threading.Thread(target=lambda: reports.append(executor.run(max_commands=1)), daemon=True)
+    thread = threading.Thread(target=lambda: reports.append(run_executor(executor, max_commands=1)), daemon=True)
     thread.start()
     try:
         time.sleep(4)

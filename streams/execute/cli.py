@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 
 from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.config import load_settings
+from streams.kafka.health import Health, serve
+from streams.kafka.loop import stop_on_signals
 
-from .executor import DeliveryError, Executor
+from .agent import run_executor
+from .executor import Executor
 
 HELP = "apply signed, allowlisted commands safely (audit, results, freeze days, advisory lock)"
 
@@ -22,13 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    executor = Executor(load_settings())
-    signal.signal(signal.SIGTERM, lambda *_: executor.stop.set())  # finish the current command, commit, exit
-    try:
-        report = executor.run(once=args.once, max_commands=args.max_commands, idle_timeout=args.idle_timeout)
-    except DeliveryError as exc:
-        print(f"dbopt executor: {exc}; the command will be processed again on the next start", file=sys.stderr)
-        return 1
+    settings = load_settings()
+    executor = Executor(settings)
+    stop_on_signals(executor.stop)  # finish the current command, commit, exit
+    health = Health("executor")
+    if settings.executor.probe_port:
+        serve(health, settings.executor.probe_host, settings.executor.probe_port)
+    report = run_executor(executor, once=args.once, max_commands=args.max_commands,
+                          idle_timeout=args.idle_timeout, health=health)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(report.statuses.items())) or "no results"
     print(f"executor {executor.executor_id}: {report.processed} command(s); {statuses}")
     for index in report.dropped_invalid_indexes:

@@ -1,6 +1,6 @@
 """The executor: consumes signed commands, gates them, applies them safely, audits and reports.
 
-For each record on the commands topic (consumer group ``dbopt-executor``, manual commits):
+For each record on the commands topic (delivered by the shared loop, see :mod:`.agent`):
 
 1. decode it (undecodable -> ``rejected``) and verify its HMAC signature (unsigned/forged ->
    ``rejected``). Such a message is not trusted with an audit row under the id it claims, since
@@ -12,8 +12,8 @@ For each record on the commands topic (consumer group ``dbopt-executor``, manual
 4. run the re-deparsed statement on an autocommit session (CONCURRENTLY cannot run in a
    transaction) with ``lock_timeout``/``statement_timeout``, while holding a session advisory
    lock so that two executors never act at once;
-5. record the outcome in the audit table, produce an OptimizationResult, flush, and only then
-   commit the command's offset.
+5. record the outcome in the audit table and return the OptimizationResult; once the broker has
+   acknowledged it, the audit row is marked emitted and only then is the command's offset committed.
 
 PostgreSQL unavailable: the command is retried with backoff (the offset stays uncommitted), so it
 is applied once the database is back. Each (re)connection first takes the advisory lock, marks
@@ -34,16 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from psycopg import sql
 
 from streams import db
 from streams.commands import command_id, command_key, normalized_sql, signature_problem
 from streams.config import Settings
 from streams.domain.calendar import Calendar
-from streams.kafka.topics import ensure_topics
+from streams.kafka.loop import Incoming, Stopped
 from streams.records import OptimizationCommand, OptimizationResult
-from streams.serde import Codec, DecodeError
+from streams.serde import DecodeError
 
 from . import catalog
 from .allowlist import Rejected, ValidatedStatement, validate
@@ -55,19 +54,13 @@ log = logging.getLogger("dbopt.executor")
 T = TypeVar("T")
 
 
-class Stopped(Exception):
-    """The executor was asked to stop while it waited (nothing is committed)."""
-
-
-class DeliveryError(RuntimeError):
-    """A result could not be written to Kafka; the command's offset stays uncommitted."""
-
-
 @dataclass(frozen=True)
-class Outcome:
+class ResultToSend:
+    """A result for the results topic, keyed by ``key``."""
+
     key: str
     result: OptimizationResult
-    audited: bool  # the result stands for an audit row (mark it emitted once flushed)
+    audited: bool  # the result stands for an audit row (marked emitted once the broker has it)
 
 
 @dataclass
@@ -83,16 +76,13 @@ class Executor:
         self.settings = settings
         self.cfg = settings.executor
         self.key = command_key(settings)
-        self.codec = Codec.from_settings(settings)
         self.calendar = calendar or Calendar.from_settings(settings)
         self.executor_id = self.cfg.executor_id or f"{socket.gethostname()}:{os.getpid()}"
         self.report = RunReport()
         self.stop = threading.Event()
+        self.outbox: list[ResultToSend] = []  # results found on (re)connection, for the next turn
         self._conn: psycopg.Connection[Any] | None = None
         self._audit: Audit | None = None
-        self._producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-        )
 
     # -- database session ------------------------------------------------------------
 
@@ -126,7 +116,7 @@ class Executor:
             log.warning("command %s was interrupted while running (%s): marked failed", row.command_id, row.sql)
         self.report.interrupted += [row.command_id for row in interrupted]
         self._drop_invalid_indexes()
-        self._publish([Outcome(r.command_id, from_row(r, self.executor_id), True) for r in self.audit.pending_results()])
+        self.outbox += [ResultToSend(r.command_id, from_row(r, self.executor_id), True) for r in self.audit.pending_results()]
         log.info("executor %s connected and holds the executor lock", self.executor_id)
 
     def _with_db(self, work: Callable[[], T]) -> T:
@@ -178,36 +168,36 @@ class Executor:
 
     # -- one command ---------------------------------------------------------------------
 
-    def handle(self, msg: Message) -> list[Outcome]:
-        try:
-            record = self.codec.decode_record(msg.value())
-        except DecodeError as exc:
-            return [self._unverified(msg, f"undecodable command ({exc.reason}): {exc.detail}", "")]
+    def handle(self, incoming: Incoming) -> list[ResultToSend]:
+        record = incoming.record
         if not isinstance(record, OptimizationCommand):
-            return [self._unverified(msg, f"not an OptimizationCommand but a {record.SCHEMA}", "")]
+            return [self.unverified(incoming, f"not an OptimizationCommand but a {type(record).__name__}", "")]
         problem = signature_problem(record, self.key)
         if problem:
-            return [self._unverified(msg, f"{problem}; claimed command_id {record.command_id!r}", record.sql)]
+            return [self.unverified(incoming, f"{problem}; claimed command_id {record.command_id!r}", record.sql)]
         return self._with_db(lambda: self._process(record))
 
-    def _unverified(self, msg: Message, reason: str, sql_text: str) -> Outcome:
-        key = f"unverified:{msg.topic()}/{msg.partition()}/{msg.offset()}"
-        log.warning("rejected %s: %s", key, reason)
-        return Outcome(key, unverified(key, reason, sql_text, self.executor_id), False)
+    def undecodable(self, incoming: Incoming, error: DecodeError) -> ResultToSend:
+        return self.unverified(incoming, f"undecodable command ({error.reason}): {error.detail}", "")
 
-    def _process(self, record: OptimizationCommand) -> list[Outcome]:
+    def unverified(self, incoming: Incoming, reason: str, sql_text: str) -> ResultToSend:
+        key = f"unverified:{incoming.topic}/{incoming.partition}/{incoming.offset}"
+        log.warning("rejected %s: %s", key, reason)
+        return ResultToSend(key, unverified(key, reason, sql_text, self.executor_id), False)
+
+    def _process(self, record: OptimizationCommand) -> list[ResultToSend]:
         row = self.audit.get(record.command_id)
         if row is not None and row.status != "deferred":
             if not row.result_emitted:  # final, but its result never reached Kafka
                 return [self._outcome(row)]
             reason = f"already {row.status}{' at ' + row.finished_at.isoformat() if row.finished_at else ''}: not run again"
-            return [Outcome(f"{row.command_id}#duplicate", from_row(row, self.executor_id, status="duplicate", reason=reason), False)]
+            return [ResultToSend(f"{row.command_id}#duplicate", from_row(row, self.executor_id, status="duplicate", reason=reason), False)]
         return self._evaluate(record)
 
-    def _outcome(self, row: AuditRow) -> Outcome:
-        return Outcome(row.command_id, from_row(row, self.executor_id), True)
+    def _outcome(self, row: AuditRow) -> ResultToSend:
+        return ResultToSend(row.command_id, from_row(row, self.executor_id), True)
 
-    def _finish(self, record: OptimizationCommand, status: str, reason: str, **fields: Any) -> list[Outcome]:
+    def _finish(self, record: OptimizationCommand, status: str, reason: str, **fields: Any) -> list[ResultToSend]:
         fields.setdefault("sql_text", record.sql)
         self.audit.save(record, status, reason, self.executor_id, **fields)
         row = self.audit.get(record.command_id)
@@ -215,7 +205,7 @@ class Executor:
         log.info("command %s %s: %s", row.command_id, status, reason)
         return [self._outcome(row)]
 
-    def _evaluate(self, record: OptimizationCommand) -> list[Outcome]:
+    def _evaluate(self, record: OptimizationCommand) -> list[ResultToSend]:
         try:
             stmt, facts, original = self._check(record)
         except Rejected as exc:
@@ -250,7 +240,7 @@ class Executor:
             if stmt.action == "create_index":
                 reason += "; an INVALID index left behind is dropped at the executor's next start"
             return self._finish(record, "failed", reason, rollback_sql=rollback_sql, **where)
-        outcomes: list[Outcome] = []
+        outcomes: list[ResultToSend] = []
         status, reason = "applied", f"applied in {duration:.0f} ms ({decision.reason})"
         if original is not None:
             status, reason = "rolled_back", f"rolled back command {original.command_id} in {duration:.0f} ms"
@@ -292,9 +282,9 @@ class Executor:
 
     # -- deferred commands ------------------------------------------------------------------
 
-    def recheck_deferred(self) -> list[Outcome]:
+    def recheck_deferred(self) -> list[ResultToSend]:
         """Re-examine deferred commands whose time has come (their signed record is in the audit)."""
-        outcomes: list[Outcome] = []
+        outcomes: list[ResultToSend] = []
         for row in self.audit.due_deferred():
             problem = signature_problem(row.command, self.key)
             if problem:
@@ -303,77 +293,17 @@ class Executor:
                 outcomes += self._evaluate(row.command)
         return outcomes
 
-    # -- Kafka ------------------------------------------------------------------------------
+    def recheck(self) -> list[ResultToSend]:
+        """Periodic work: drop INVALID indexes left behind, re-examine deferred commands."""
+        return self._with_db(lambda: (self._drop_invalid_indexes(), self.recheck_deferred())[1])
 
-    def _publish(self, outcomes: list[Outcome]) -> None:
-        """Produce results, wait until Kafka has them, then mark them emitted in the audit."""
-        if not outcomes:
-            return
-        errors: list[str] = []
+    def mark_emitted(self, sent: list[ResultToSend]) -> None:
+        """The broker has these results: count them, and mark the audited ones emitted."""
+        for item in sent:
+            self.report.statuses[item.result.status] += 1
+        audited = [item.result.command_id for item in sent if item.audited]
+        if audited:
+            self._with_db(lambda: [self.audit.mark_result_emitted(cid) for cid in audited])
 
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        topic = self.settings.topics.results
-        for outcome in outcomes:
-            value = self.codec.encode_record(outcome.result, topic=topic)
-            self._producer.produce(topic, key=outcome.key.encode(), value=value, on_delivery=delivered)
-        remaining = self._producer.flush(30)
-        if remaining or errors:
-            raise DeliveryError(f"{remaining} result(s) not delivered to {topic}: {errors}")
-        for outcome in outcomes:
-            self.report.statuses[outcome.result.status] += 1
-            if outcome.audited:
-                self.audit.mark_result_emitted(outcome.result.command_id)
-
-    def run(self, *, once: bool = False, max_commands: int | None = None, idle_timeout: float = 5.0) -> RunReport:
-        """Consume commands until stopped, ``max_commands`` are done, or (``once``) the topic is idle."""
-        ensure_topics(self.settings)  # the broker does not auto-create topics
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": self.cfg.consumer_group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-                # a dead executor's partitions move on quickly; a long CONCURRENTLY build is not a dead consumer
-                "session.timeout.ms": 10_000,
-                "max.poll.interval.ms": min(self.cfg.statement_timeout_ms + 120_000, 86_400_000),
-            }
-        )
-        idle_since = [float("inf")]  # --once counts idleness only from the first assignment
-        consumer.subscribe(
-            [self.settings.topics.commands], on_assign=lambda *_: idle_since.__setitem__(0, time.monotonic())
-        )
-        try:
-            self._with_db(lambda: self._publish(self.recheck_deferred()))
-            last_recheck = time.monotonic()
-            while not self.stop.is_set() and (max_commands is None or self.report.processed < max_commands):
-                msg = consumer.poll(self.cfg.poll_timeout_s)
-                now = time.monotonic()
-                if now - last_recheck >= self.cfg.deferred_recheck_s:
-                    self._with_db(lambda: (self._drop_invalid_indexes(), self._publish(self.recheck_deferred())))
-                    last_recheck = now
-                if msg is None:
-                    if once and idle_since[0] <= now - idle_timeout:
-                        break
-                    continue
-                if msg.error() is not None:
-                    log.warning("consumer: %s", msg.error())
-                    continue
-                outcomes = self.handle(msg)
-                self._with_db(lambda: self._publish(outcomes))
-                try:
-                    consumer.commit(message=msg, asynchronous=False)
-                except KafkaException as exc:  # e.g. a rebalance: the record comes back as a duplicate
-                    log.warning("could not commit offset %d of %s: %s", msg.offset(), msg.topic(), exc)
-                self.report.processed += 1
-                idle_since[0] = time.monotonic()
-        except Stopped:
-            log.info("stopped")
-        finally:
-            consumer.close()
-            self._close_db()
-        return self.report
-
+    def close(self) -> None:
+        self._close_db()

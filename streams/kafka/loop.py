@@ -182,7 +182,6 @@ def run_stage(
     health = health or Health(stage.name)
     ensure_topics(settings)
     codec = Codec.from_settings(settings)
-    stage.restore()
     sender = _Sender(settings, stage, codec, stop, health)
     consumer = clients.consumer(settings, group_id, **(consumer_overrides or {}))
 
@@ -193,15 +192,16 @@ def run_stage(
     def on_revoke(_c: Any, partitions: list[TopicPartition]) -> None:
         log.info("%s: %d partition(s) revoked", stage.name, len(partitions))
 
-    topics = stage.topics()
-    if topics:
-        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
-    else:  # a stage that only produces (dbopt collect): each turn waits poll_timeout_s, then ticks
-        health.set_ready(True)
     try:
+        stage.restore()
+        topics = stage.topics()
+        if topics:
+            consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+        else:  # a stage that only produces (dbopt collect): each turn waits poll_timeout_s, then ticks
+            health.set_ready(True)
         while not stop.is_set() and not stage.finished():
             health.beat()
-            messages = consumer.consume(batch_size, timeout=poll_timeout_s)
+            messages = consumer.consume(batch_size, timeout=poll_timeout_s) if topics else _idle(stop, poll_timeout_s)
             emits: list[Emit] = []
             offsets: dict[tuple[str, int], int] = {}
             for msg in messages:
@@ -224,6 +224,11 @@ def run_stage(
         health.set_ready(False, "stopped")
         sender.close()
         consumer.close()
+
+
+def _idle(stop: threading.Event, seconds: float) -> list[Message]:
+    stop.wait(seconds)
+    return []
 
 
 def _handle(stage: Stage, codec: Codec, msg: Message) -> Iterable[Emit]:
