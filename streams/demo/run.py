@@ -155,14 +155,14 @@ def format_window(row: WindowStats, slo: float | None) -> str:
 
 
 def watch(settings: Settings, children: Children, deadline: float, out: TextIO) -> RecoveryClock:
-    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_END, TopicPartition
+
+    from streams.kafka import clients
 
     codec = Codec.from_settings(settings)
     topics = [settings.topics.latency_windows, settings.topics.alerts, settings.topics.commands, settings.topics.results]
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"dbopt-demo-view-{secrets.token_hex(4)}",
-        "enable.auto.commit": False,
-    })
+    # a viewer: assigned by hand at the end of each partition, never joins its group nor commits
+    consumer = clients.consumer(settings, f"dbopt-demo-view-{secrets.token_hex(4)}")
     metadata = consumer.list_topics(timeout=10)
     consumer.assign([
         TopicPartition(t, p, OFFSET_END) for t in topics for p in metadata.topics[t].partitions
