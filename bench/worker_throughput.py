@@ -22,10 +22,11 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic
 
 from streams.config import Settings, Topics, load_settings
+from streams.kafka import clients
 from streams.serde import Codec
 
 QUERIES = (
@@ -38,7 +39,7 @@ MAX_AGE_MS = 30 * 24 * 3600 * 1000
 
 
 def _total(settings: Settings, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    consumer = clients.consumer(settings, f"bench-{uuid.uuid4().hex}")
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
@@ -47,7 +48,7 @@ def _total(settings: Settings, topic: str) -> int:
 
 
 def fill(settings: Settings, topic: str, events: int, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = clients.admin(settings)
     if topic not in admin.list_topics(timeout=10).topics:
         admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result()
     have = _total(settings, topic)
@@ -55,7 +56,7 @@ def fill(settings: Settings, topic: str, events: int, partitions: int) -> None:
         print(f"reusing {topic}: {have} events")
         return
     codec = Codec.from_settings(settings)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 50, "compression.type": "zstd"})
+    producer = clients.producer(settings, linger_ms=50, compression_type="zstd")
     rng = np.random.default_rng(1)
     start = (int(time.time() * 1000) - 2 * 3600 * 1000) // 60_000 * 60_000
     n = events - have
@@ -83,10 +84,7 @@ def fill(settings: Settings, topic: str, events: int, partitions: int) -> None:
 def plain_loop(settings: Settings, topic: str, events: int) -> float:
     """events/s of consume + decode with confluent-kafka, no processing."""
     codec = Codec.from_settings(settings)
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-plain-{uuid.uuid4().hex}",
-         "auto.offset.reset": "earliest", "enable.auto.commit": False}  # fmt: skip
-    )
+    consumer = clients.consumer(settings, f"bench-plain-{uuid.uuid4().hex}")
     consumer.subscribe([topic])
     seen = 0
     started = None
@@ -104,7 +102,7 @@ def plain_loop(settings: Settings, topic: str, events: int) -> float:
 
 
 def _committed(settings: Settings, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    consumer = clients.consumer(settings, group)
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         offsets = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10)
