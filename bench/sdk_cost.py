@@ -14,7 +14,6 @@ import argparse
 import statistics
 import time
 import uuid
-from dataclasses import replace
 from typing import Callable
 
 from confluent_kafka.admin import NewTopic
@@ -22,7 +21,7 @@ from confluent_kafka.admin import NewTopic
 from streams.client import EventProducer
 from streams.client.events import query_event
 from streams.config import load_settings
-from streams.kafka.topics import admin_client
+from streams.kafka import clients
 from streams.sql import StatementCache, normalize
 
 STATEMENTS = [
@@ -67,10 +66,10 @@ def main() -> None:
     )
 
     topic = f"dbopt.bench.sdk-cost.{uuid.uuid4().hex[:8]}"
-    admin = admin_client(settings)
+    admin = clients.admin(settings)
     for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
         future.result(timeout=30)
-    bench_settings = replace(settings, topics=replace(settings.topics, query_events=topic))
+    bench_settings = settings.with_overrides(topics=settings.topics.with_overrides(query_events=topic))
     with EventProducer(bench_settings, "bench-service", instance_id="bench-1") as producer:
         emit = per_call_us(lambda i: producer.emit_statement(STATEMENTS[i % k], 1.0, 1), n)
         left = producer.flush(60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from dataclasses import replace
 from typing import Any, Iterator
 
 import psycopg
@@ -17,7 +16,7 @@ from prometheus_client import REGISTRY
 from streams.client import UNPARSABLE_TEXT, EventProducer, InvalidEvent, instrument, monitor_query
 from streams.config import Settings
 from streams.kafka.consume import assigned_consumer, read_messages
-from streams.kafka.topics import admin_client
+from streams.kafka import clients
 from streams.serde import Codec
 from streams.sql import normalize
 
@@ -25,7 +24,7 @@ from streams.sql import normalize
 @pytest.fixture
 def topic_settings(settings: Settings) -> Settings:
     """Settings whose (private) query-events topic exists, with one partition so order is kept."""
-    admin = admin_client(settings)  # kept referenced until the futures resolve
+    admin = clients.admin(settings)  # kept referenced until the futures resolve
     futures = admin.create_topics([NewTopic(settings.topics.query_events, 1, 1)])
     for future in futures.values():
         future.result(timeout=30)
@@ -243,7 +242,7 @@ def _closed_port() -> int:
 
 
 def test_unreachable_broker_never_blocks_and_counts_drops(settings: Settings) -> None:
-    dead = replace(settings, kafka_bootstrap=f"127.0.0.1:{_closed_port()}", sdk_buffer_messages=10)
+    dead = settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{_closed_port()}", sdk_buffer_messages=10)
     service = f"unreachable-{time.time_ns()}"
     producer = EventProducer(dead, service, log_interval_s=3600)
     calls = 1000
