@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 
+from clienv import DBOPT, dbopt, settings_env
+from samples import EXAMPLES
 from streams.cli import COMMANDS
 from streams.config import Settings, TopicPolicy
 from streams.kafka import clients
 from streams.kafka.topics import ensure_topics
 from streams.serde import Codec
-
-from clienv import DBOPT, dbopt, settings_env
-from samples import EXAMPLES
 
 # commands whose work is done by an action sub-command
 ACTIONS = {"topics": ["create"], "demo-db": ["init"], "command": ["submit"]}

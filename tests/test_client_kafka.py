@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 
 from streams.client import UNPARSABLE_TEXT, EventProducer, InvalidEvent, instrument, monitor_query
 from streams.config import Settings
-from streams.kafka.consume import assigned_consumer, read_messages
 from streams.kafka import clients
+from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import Codec
 from streams.sql import normalize
 
@@ -200,9 +200,8 @@ def test_monitor_query_context_manager_and_decorator(topic_settings: Settings, p
         failing()
     assert info.type is Boom  # the caller's exception, unchanged
 
-    with pytest.raises(KeyError):
-        with monitor_query(producer, "SELECT 1"):
-            raise KeyError("x")
+    with pytest.raises(KeyError), monitor_query(producer, "SELECT 1"):
+        raise KeyError("x")
     drained(producer)
     raw = consume(topic_settings, 3)
     assert all(b"Zo" not in value for _, value in raw)

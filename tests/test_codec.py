@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.serde import Codec, DecodeError, SchemaError, load_schema_set
-
 from samples import SCHEMA_DIR
+from streams.serde import Codec, DecodeError, SchemaError, load_schema_set
 
 
 def _event() -> dict:

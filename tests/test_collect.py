@@ -15,7 +15,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from streams.collect.agent import CollectStage
 from streams.collect.core import (
-    ActivityRow, Delta, ServerFacts, SloWatch, StatementRead, StatementRow, StatementStatsBuilder, deltas, server_snapshot,
+    ActivityRow,
+    Delta,
+    ServerFacts,
+    SloWatch,
+    StatementRead,
+    StatementRow,
+    StatementStatsBuilder,
+    deltas,
+    server_snapshot,
 )
 from streams.collect.read import Reader
 from streams.config import CollectSettings, Settings

@@ -82,20 +82,19 @@ def test_init_creates_tables_with_primary_keys_only_and_reruns_from_scratch(infr
     # progress: one line per chunk (bookings 40,000 rows in chunks of 15,000 -> 3 lines)
     assert sum(line.strip().startswith("bookings") for line in lines) == 3
 
-    with psycopg.connect(scratch_db, autocommit=True) as conn:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(DISTINCT category), count(*) FILTER (WHERE category <> ALL(%s)) FROM vendors",
-                        (list(VENDOR_CATEGORIES),))
-            assert cur.fetchone() == (14, 0)
-            cur.execute("SELECT array_agg(DISTINCT status ORDER BY status) FROM bookings")
-            assert cur.fetchone() == (["cancelled", "completed", "confirmed", "pending"],)
-            # identities continue after the loaded ids
-            cur.execute("INSERT INTO bookings (wedding_id, vendor_id, status, event_date, amount)"
-                        " VALUES (1, 1, 'pending', '2025-06-01', 100) RETURNING id")
-            assert cur.fetchone() == (BOOKINGS + 1,)
-            # things that re-running init must remove (an index on a demo table) or keep (a foreign table)
-            cur.execute("CREATE INDEX extra_idx ON bookings (vendor_id)")
-            cur.execute("CREATE TABLE keep_me (id int PRIMARY KEY)")
+    with psycopg.connect(scratch_db, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(DISTINCT category), count(*) FILTER (WHERE category <> ALL(%s)) FROM vendors",
+                    (list(VENDOR_CATEGORIES),))
+        assert cur.fetchone() == (14, 0)
+        cur.execute("SELECT array_agg(DISTINCT status ORDER BY status) FROM bookings")
+        assert cur.fetchone() == (["cancelled", "completed", "confirmed", "pending"],)
+        # identities continue after the loaded ids
+        cur.execute("INSERT INTO bookings (wedding_id, vendor_id, status, event_date, amount)"
+                    " VALUES (1, 1, 'pending', '2025-06-01', 100) RETURNING id")
+        assert cur.fetchone() == (BOOKINGS + 1,)
+        # things that re-running init must remove (an index on a demo table) or keep (a foreign table)
+        cur.execute("CREATE INDEX extra_idx ON bookings (vendor_id)")
+        cur.execute("CREATE TABLE keep_me (id int PRIMARY KEY)")
 
     init_demo_db(infra, scratch_db, BOOKINGS // 2, say=lines.append)
     catalog = _catalog(scratch_db)

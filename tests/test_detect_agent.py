@@ -23,8 +23,7 @@ from streams.kafka.consume import assigned_consumer, read_messages
 from streams.kafka.topics import ensure_topics
 from streams.records import Alert, DeadLetter, WindowStats
 from streams.serde import Codec
-from test_detect import MINUTE, T0
-from test_detect import window as detector_window
+from test_detect import MINUTE, T0, window as detector_window
 
 pytestmark = pytest.mark.infra
 
@@ -183,7 +182,7 @@ def test_detector_agent_round_trip(small_settings: Settings, worker: int) -> Non
     assert 'dbopt_alerts_total{severity="high",state="resolved"} 1.0' in text
     assert 'dbopt_dlq_records_total{reason="undecodable"} 1.0' in text
     assert f'dbopt_processing_seconds_count{{topic="{topics.latency_windows}"}} 10.0' in text
-    assert f'dbopt_consumer_lag_messages{{partition="' in text
+    assert 'dbopt_consumer_lag_messages{partition="' in text
 
 
 def test_restarted_detector_does_not_fire_again(small_settings: Settings, tmp_path: Path) -> None:

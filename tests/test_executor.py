@@ -13,16 +13,16 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from clienv import dbopt
 from streams.commands import build_command, sign
 from streams.config import Settings
 from streams.domain.calendar import Calendar
-from streams.execute.allowlist import action_of
 from streams.execute.agent import run_executor
+from streams.execute.allowlist import action_of
 from streams.execute.executor import Executor, RunReport
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.records import OptimizationCommand, OptimizationResult
 from streams.serde import Codec
-from clienv import dbopt
 
 # commands are sent with a plain producer before the executor (which ensures its topics) starts
 pytestmark = pytest.mark.usefixtures("created_topics")

@@ -16,9 +16,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from streams.config import Settings
-
 from clienv import settings_env
+from streams.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a build never reads; setuptools would also put a stale build/ directory's files in the wheel

@@ -7,11 +7,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from msgspec.structs import replace
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+from msgspec.structs import replace
 
 from samples import EXAMPLES
 from streams.config import Settings

@@ -11,7 +11,15 @@ from streams.config import ConfigError
 from streams.domain.calendar import Calendar
 from streams.notify.model import Action, Notification, condition_key, digest, from_alert, from_result
 from streams.notify.policy import (
-    CLOSED, HALF_OPEN, OPEN, Breaker, Rate, RateLimiter, admits, parse_rate, retry_delay,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    Breaker,
+    Rate,
+    RateLimiter,
+    admits,
+    parse_rate,
+    retry_delay,
 )
 from streams.notify.routing import DEFAULT_ROUTES, channels_for, load_routes, parse_routes
 from streams.records import Alert, OptimizationResult

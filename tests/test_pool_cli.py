@@ -52,7 +52,7 @@ def test_pools_table_and_json(created_topics: Settings) -> None:
     assert booking["utilization"] == 1.0 and booking["alert"] == "firing" and booking["checkout_wait_p95_ms"] == 250.0
     # peak demand 14 (10 in use + 4 waiting) / 0.75 = 19 x the season; the budget (47 - 5) // 2 = 21 caps it
     advice = booking["advice"]
-    assert advice["peak_demand"] == 14 and advice["recommended"] in (19, 21) or advice["held"]
+    assert (advice["peak_demand"] == 14 and advice["recommended"] in (19, 21)) or advice["held"]
     assert pools["guest-service"]["alert"] == "ok" and pools["guest-service"]["advice"]["recommended"] == 2
     (server,) = view["servers"]
     assert (server["server"], server["allowed"], server["pool_maxima"], server["over"]) == ("db1", 47, 25, False)

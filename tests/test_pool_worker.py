@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from streams.client import EventProducer, watch_pool
 from streams.collect.agent import CollectStage
-from streams.config import Settings, Topics, TopicPolicy
+from streams.config import Settings, TopicPolicy, Topics
 from streams.kafka import clients
 from streams.kafka.consume import assigned_consumer
 from streams.kafka.topics import ensure_topics
@@ -168,7 +168,7 @@ def test_saturated_pool_alerts_within_30s_and_resolves_healthy_pool_stays_silent
         assert fired.severity in ("critical", "high") and fired.context == "booking"
         assert "waiting" in fired.message
         # the advice: more than the 2 configured, but the budget (blown by the other pools) caps it there
-        assert fired.recommended_max_size == 2 and "capped by the connection budget" in fired.message or (
+        assert (fired.recommended_max_size == 2 and "capped by the connection budget" in fired.message) or (
             fired.recommended_max_size is None and "withheld" in fired.message
         )
         for t in holders:

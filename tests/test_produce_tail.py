@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from clienv import DBOPT, dbopt, schema_registry, settings_env  # noqa: F401 - fixture
+from samples import EXAMPLES
 from streams.config import Settings, TopicPolicy
 from streams.kafka.topics import ensure_topics
 from streams.records import Alert, DeadLetter, QueryEvent
@@ -21,9 +23,6 @@ from streams.serde import Codec
 from streams.sql import StatementCache
 from streams.tools.jsonview import iso_from_ms, ms_from_iso, to_json
 from streams.tools.produce import BadLine, event_time_ms, parse_line
-
-from clienv import DBOPT, dbopt, schema_registry, settings_env  # noqa: F401 - fixture
-from samples import EXAMPLES
 
 T_ISO = "2026-05-02T14:03:07.125Z"
 T_MS = calendar.timegm((2026, 5, 2, 14, 3, 7)) * 1000 + 125  # independent of the code under test

@@ -9,11 +9,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import msgspec
 import pytest
 
+from samples import EXAMPLES, SAMPLE_DIR, current, read_avro_json
 from streams import records
 from streams.records import RECORD_TYPES, AvroRecord, EpochMs, OptimizationResult, QueryEvent, WindowStats
 from streams.serde import Codec
-
-from samples import EXAMPLES, SAMPLE_DIR, current, read_avro_json
 
 SCHEMAS = current()
 _PRIMITIVES: dict[str, type] = {

@@ -13,13 +13,20 @@ from typing import Any
 
 import pytest
 
-from streams.serde import Codec, DecodeError, load_schema_set
-from streams.serde.schemas import parse_revision
-
 from samples import (
-    EXAMPLES, SAMPLE_DIR, SCHEMA_DIR, TOPIC_OF_SCHEMA, compatibility_problems, current, read_avro_json, resolve, revisions,
+    EXAMPLES,
+    SAMPLE_DIR,
+    SCHEMA_DIR,
+    TOPIC_OF_SCHEMA,
+    compatibility_problems,
+    current,
+    read_avro_json,
+    resolve,
+    revisions,
     sample_path,
 )
+from streams.serde import Codec, DecodeError, load_schema_set
+from streams.serde.schemas import parse_revision
 
 SAMPLE_FILES = sorted(SAMPLE_DIR.glob("*.json"))
 

@@ -12,14 +12,13 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro.schema import to_parsing_canonical_form
 
+from clienv import schema_registry  # noqa: F401 - fixture
+from samples import EXAMPLES, TOPIC_OF_SCHEMA
 from streams.client.producer import EventProducer
 from streams.config import Settings
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, Codec
 from streams.sql import normalize
-
-from clienv import schema_registry  # noqa: F401 - fixture
-from samples import EXAMPLES, TOPIC_OF_SCHEMA
 
 RAW_SQL = "SELECT * FROM guests WHERE email = 'ann.smith@example.com' AND name = 'Ann Smith'"
 

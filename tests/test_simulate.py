@@ -11,6 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from clienv import dbopt
 from streams.config import Settings
 from streams.demo.load import init_demo_db
 from streams.demo.simulate import percentile, services_arg, simulate
@@ -27,7 +28,6 @@ from streams.demo.workload import (
 )
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import Codec
-from clienv import dbopt
 
 POP = Population(vendors=400, weddings=5_000, bookings=20_000, payments=20_000, timeline_events=20_000,
                  guests=40_000, notifications=10_000)

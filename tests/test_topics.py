@@ -10,12 +10,11 @@ import time
 import pytest
 from confluent_kafka.admin import ConfigResource, NewTopic
 
+from clienv import dbopt
 from streams.client import EventProducer
 from streams.config import Settings, TopicPolicy
 from streams.kafka import clients
 from streams.kafka.topics import ensure_topics, topic_specs
-
-from clienv import dbopt
 
 
 def _partitions(settings: Settings) -> dict[str, int]:

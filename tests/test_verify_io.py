@@ -26,7 +26,6 @@ from streams.kafka.consume import assigned_consumer, read_messages
 from streams.kafka.health import Health
 from streams.records import Alert, OptimizationCommand, OptimizationResult, Record, WindowStats
 from streams.serde import Codec
-
 from test_advise_db import VENDOR_Q, bookings_db  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.infra

@@ -9,14 +9,14 @@ import faust
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
-from streams.config import ConfigError, Settings, run_dir
-from streams.kafka import clients
-from streams.kafka.topics import ensure_topics
 from streams.app.web import install_web_surface
-from streams.windows.agent import WindowsProcessor, ticks_topic_name
+from streams.config import ConfigError, Settings, run_dir
 from streams.detect.agent import register as register_detector
 from streams.detect.traffic_agent import register as register_traffic
+from streams.kafka import clients
+from streams.kafka.topics import ensure_topics
 from streams.pools.agent import pools_topic_name, register as register_pools
+from streams.windows.agent import WindowsProcessor, ticks_topic_name
 
 TICKS_RETENTION_MS = 3600 * 1000
 

@@ -25,7 +25,13 @@ from prometheus_client import Counter, Gauge
 
 from streams.cli_args import add_logging_arguments, positive_int
 from streams.collect.core import (
-    SloWatch, StatementRead, StatementStatsBuilder, biggest, deltas, down_snapshot, server_snapshot,
+    SloWatch,
+    StatementRead,
+    StatementStatsBuilder,
+    biggest,
+    deltas,
+    down_snapshot,
+    server_snapshot,
 )
 from streams.collect.read import Reader, server_name, target_database
 from streams.config import Settings, load_settings

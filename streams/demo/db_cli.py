@@ -8,8 +8,8 @@ import time
 
 import psycopg
 
-from streams.config import load_settings
 from streams.cli_args import positive_int
+from streams.config import load_settings
 from streams.demo.load import CHUNK_ROWS, DemoDbError, format_report, init_demo_db
 from streams.demo.schema import DEFAULT_BOOKINGS
 

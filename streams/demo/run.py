@@ -22,8 +22,8 @@ from typing import TextIO
 from psycopg import sql
 
 from streams import db
-from streams.config import Settings, load_settings, run_dir
 from streams.cli_args import add_logging_arguments, logging_argv, positive_float, positive_int
+from streams.config import Settings, load_settings, run_dir
 from streams.domain.slo import slo_ms
 from streams.execute.audit import TABLE as AUDIT_TABLE
 from streams.kafka.topics import ensure_topics

@@ -23,16 +23,23 @@ from typing import Any, Callable, Mapping, TextIO
 
 import psycopg
 from psycopg import sql
-
 from psycopg_pool import ConnectionPool
 
 from streams import db
+from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.client import EventProducer, instrument, watch_pool
 from streams.config import Settings, load_settings
-from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.demo.schema import TABLE_NAMES
 from streams.demo.workload import (
-    PROFILES, SERVICES, Call, Pacer, Population, Query, pick, service_rates, threads_for,
+    PROFILES,
+    SERVICES,
+    Call,
+    Pacer,
+    Population,
+    Query,
+    pick,
+    service_rates,
+    threads_for,
 )
 from streams.kafka.topics_cli import ready_to_produce
 

@@ -16,7 +16,6 @@ from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
 
-
 # librdkafka's own lines ("connection refused" ...) go to Python logging, not straight to stderr,
 # so they follow the command's --log-level/--log-format (delivered when the client polls)
 LIBRDKAFKA_LOG = logging.getLogger("streams.kafka.librdkafka")

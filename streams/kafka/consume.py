@@ -15,7 +15,6 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from streams.config import Settings
 from streams.kafka.clients import consumer as new_consumer
 
-
 # librdkafka's logical offset RD_KAFKA_OFFSET_TAIL(n) = -2000 - n: "n records before the end",
 # resolved (and retried) by the client once the partition's leader answers
 OFFSET_TAIL_BASE = -2000
@@ -46,7 +45,7 @@ def assigned_consumer(
     # a group id is required by librdkafka; it is never joined (assign, no subscribe) nor committed
     consumer = new_consumer(settings, f"dbopt-reader-{uuid.uuid4().hex}", **overrides)
     meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None and meta.error.code() in NOT_FOUND:
+    if meta is None or (meta.error is not None and meta.error.code() in NOT_FOUND):
         consumer.close()
         raise TopicNotFound(topic)
     consumer.assign([TopicPartition(topic, p, start_offset(last)) for p in sorted(meta.partitions)])

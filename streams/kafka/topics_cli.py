@@ -8,8 +8,8 @@ from collections.abc import Collection
 
 from confluent_kafka import KafkaException
 
-from streams.config import Settings, load_settings
 from streams.cli_args import positive_float
+from streams.config import Settings, load_settings
 
 from .topics import TopicsUnavailable, ensure_for_producing, ensure_topics, mismatch_warnings, topic_specs
 

@@ -28,7 +28,15 @@ import faust
 from faust.sensors import Sensor
 from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 EVENTS_IN = Counter("dbopt_events_in", "Query events read by the ingest agent.")
 DLQ_RECORDS = Counter("dbopt_dlq_records", "Records sent to the dead-letter topic, by reason.", ["reason"])

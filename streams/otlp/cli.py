@@ -9,8 +9,7 @@ import threading
 
 from streams.cli_args import add_logging_arguments, non_negative_int
 from streams.config import Settings, load_settings
-from streams.kafka.health import Health
-from streams.kafka.health import serve as serve_probes
+from streams.kafka.health import Health, serve as serve_probes
 from streams.kafka.loop import stop_on_signals
 from streams.otlp.mapping import Limits, SpanMapper
 

@@ -104,7 +104,7 @@ class EventPublisher:
                 break
         try:
             await asyncio.wait_for(asyncio.shield(pending.future), self.timeout_s + 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable("the broker did not acknowledge the events in time") from None
         if pending.error is not None:
             raise Unavailable(f"the broker did not take every event: {pending.error.name()}")

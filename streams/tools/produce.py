@@ -21,10 +21,10 @@ from typing import IO, Iterator
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.cli_args import add_logging_arguments, positive_float
 from streams.client.events import InvalidEvent, prepare_record
 from streams.client.producer import default_instance_id
 from streams.config import Settings, load_settings
-from streams.cli_args import add_logging_arguments, positive_float
 from streams.kafka import clients
 from streams.kafka.topics_cli import ready_to_produce
 from streams.records import QueryEvent
