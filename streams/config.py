@@ -541,7 +541,10 @@ class NotifySettings(Group):
     smtp_url: Annotated[str | None, AfterValidator(lambda v: v and _url(v, ("smtp",), "smtp://host:port"))] = Field(
         None, description="SMTP server, smtp://host:port; unset: e-mail off"
     )
-    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS (system CA store)")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS")
+    smtp_ca_file: str | None = Field(
+        None, description="CA bundle (PEM) that verifies the SMTP server's certificate; unset: the system's CA store"
+    )
     smtp_user: str | None = Field(None, description="SMTP login name; unset: no login")
     smtp_password: SecretStr | None = Field(None, description="SMTP password (secret)")
     email_from: str | None = Field(None, description="Sender address of the e-mails")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -165,6 +166,7 @@ class SmtpServer:
     """aiosmtpd on 127.0.0.1; ``login`` = (user, password) requires AUTH LOGIN/PLAIN (no TLS needed)."""
 
     login: tuple[str, str] | None = None
+    tls: ssl.SSLContext | None = None  # offer STARTTLS with this context, and require it
     default: str = "250 OK"
     mails: list[Mail] = field(default_factory=list)
     script: deque[str] = field(default_factory=deque)
@@ -180,7 +182,9 @@ class SmtpServer:
                 ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == (user, password)
                 return AuthResult(success=ok)
 
-            kwargs = {"authenticator": authenticate, "auth_required": True, "auth_require_tls": False}
+            kwargs = {"authenticator": authenticate, "auth_required": True, "auth_require_tls": self.tls is not None}
+        if self.tls is not None:
+            kwargs.update(tls_context=self.tls, require_starttls=True)
         self.port = free_port()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()

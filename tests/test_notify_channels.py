@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ssl
+import subprocess
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -131,6 +134,45 @@ def test_email_plain_and_html_with_login() -> None:
         html = mail.message.get_body(("html",)).get_content()
         assert "Wedding day: 4 critical" in plain and "SELECT * FROM bookings WHERE wedding_id = $1" in plain
         assert "<th align='left'>Service</th><td>booking-service</td>" in html and "https://dbopt.example/" in html
+    finally:
+        smtp.close()
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it, made with openssl."""
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    run = lambda *args: subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=dbopt test CA",
+        "-keyout", ca_key, "-out", ca)
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr)
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", cert)
+    return ca, cert, key
+
+
+def test_email_starttls_with_login_verified_by_the_configured_ca(tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    smtp = SmtpServer(login=("dbopt", "pw"), tls=context)  # refuses AUTH and MAIL before STARTTLS
+    try:
+        common = dict(smtp_url=smtp.url, smtp_user="dbopt", smtp_password="pw", email_from="dbopt@example.com",
+                      email_to="oncall@example.com")
+        plain = EmailChannel.from_settings(settings_with(**common))
+        with pytest.raises(DeliveryError) as refused:  # without STARTTLS the server says no
+            plain.send(from_alert(alert("high", at=SATURDAY), CAL), "")
+        assert not refused.value.retryable
+        untrusted = EmailChannel.from_settings(settings_with(**common, smtp_starttls=True))
+        with pytest.raises(DeliveryError) as unverified:  # the system CA store does not know the test CA
+            untrusted.send(from_alert(alert("high", at=SATURDAY), CAL), "")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(unverified.value) and not unverified.value.retryable
+        assert not smtp.delivered()
+        channel = EmailChannel.from_settings(settings_with(**common, smtp_starttls=True, smtp_ca_file=str(ca)))
+        channel.send(from_alert(alert("high", at=SATURDAY), CAL), "")
+        (mail,) = smtp.delivered()
+        assert mail.recipients == ["oncall@example.com"]
     finally:
         smtp.close()
 

@@ -1,5 +1,5 @@
 """E-mail over SMTP (``DBOPT_NOTIFY_SMTP_URL`` = ``smtp://host:port``, ``DBOPT_NOTIFY_SMTP_STARTTLS``,
-``DBOPT_NOTIFY_SMTP_USER``/``_PASSWORD``, ``DBOPT_NOTIFY_EMAIL_FROM``, ``DBOPT_NOTIFY_EMAIL_TO``).
+``DBOPT_NOTIFY_SMTP_CA_FILE``, ``DBOPT_NOTIFY_SMTP_USER``/``_PASSWORD``, ``DBOPT_NOTIFY_EMAIL_FROM``, ``DBOPT_NOTIFY_EMAIL_TO``).
 
 One message to every recipient, ``multipart/alternative`` with a plain-text and an HTML part.
 The ``Message-ID`` is derived from the notification id, the same on every retry, so a mail
@@ -57,9 +57,10 @@ class EmailChannel(Channel):
     name = "email"
 
     def __init__(self, host: str, port: int, sender: str, recipients: tuple[str, ...], *, starttls: bool,
-                 user: str | None, password: str | None, timeout_s: float) -> None:
+                 user: str | None, password: str | None, timeout_s: float, ca_file: str | None = None) -> None:
         self.host, self.port, self.sender, self.recipients = host, port, sender, recipients
         self.starttls, self.user, self.password, self.timeout_s = starttls, user, password, timeout_s
+        self.ca_file = ca_file
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "EmailChannel":
@@ -74,14 +75,14 @@ class EmailChannel(Channel):
             raise ChannelOff(f"DBOPT_NOTIFY_SMTP_URL={n.smtp_url!r} is not smtp://host:port")
         password = n.smtp_password.get_secret_value() if n.smtp_password else None
         return cls(url.hostname, url.port or 25, n.email_from, tuple(n.email_to), starttls=n.smtp_starttls,
-                   user=n.smtp_user, password=password, timeout_s=n.timeout_s)
+                   user=n.smtp_user, password=password, timeout_s=n.timeout_s, ca_file=n.smtp_ca_file)
 
     def send(self, notification: Notification, target: str) -> None:
         mail = compose(notification, self.sender, self.recipients)
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
                 if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
                 if self.user:
                     smtp.login(self.user, self.password or "")
                 refused = smtp.send_message(mail, from_addr=self.sender, to_addrs=list(self.recipients))
@@ -92,6 +93,10 @@ class EmailChannel(Channel):
         except smtplib.SMTPResponseException as exc:
             reason = f"SMTP {exc.smtp_code}: {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
             raise DeliveryError(reason, retryable=400 <= exc.smtp_code < 500) from None
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. AUTH offered only after STARTTLS: a setting is off
+            raise DeliveryError(f"SMTP: {exc} (is DBOPT_NOTIFY_SMTP_STARTTLS needed?)", retryable=False) from None
+        except ssl.SSLCertVerificationError as exc:  # the server's certificate is not trusted: a setting is off
+            raise DeliveryError(f"SMTP STARTTLS: {exc} (see DBOPT_NOTIFY_SMTP_CA_FILE)", retryable=False) from None
         except (smtplib.SMTPException, OSError) as exc:  # disconnects, timeouts, refused connections
             raise DeliveryError(f"SMTP: {type(exc).__name__}: {exc}", retryable=True) from None
         if refused:
