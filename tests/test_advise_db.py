@@ -85,7 +85,7 @@ def test_hypopg_choice_is_confirmed_by_a_real_index(infra: Settings, bookings_db
         conn.execute("CREATE INDEX useless_status ON bookings (status)")  # what the advisor refused
         conn.execute("ANALYZE bookings")
         after, plan = _literal_cost(conn, VENDOR_LIT)
-        status_after, status_plan = _literal_cost(conn, STATUS_LIT)
+        status_after, _status_plan = _literal_cost(conn, STATUS_LIT)
         valid = conn.execute(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", (proposal.candidate.name,)
         ).fetchone()

@@ -72,7 +72,7 @@ def test_statements_with_literals_arrive_without_them(topic_settings: Settings, 
     records = consume(topic_settings, len(statements))
     assert len(records) == len(statements)
     codec = Codec.from_settings(topic_settings)
-    for (key, value), sql in zip(records, statements):
+    for (key, value), sql in zip(records, statements, strict=True):
         assert key == producer.service.encode()
         for literal in LITERALS:
             assert literal.encode() not in value, (literal, value)
@@ -226,7 +226,7 @@ def test_emit_prebuilt_record_is_normalized(topic_settings: Settings, producer: 
     assert producer.emit({"query_text": "SELECT 1"}) is False
     assert producer.dropped == {"invalid_event": 1}
     assert producer.flush(30) == 0
-    (key, value), = consume(topic_settings, 1)
+    (_key, value), = consume(topic_settings, 1)
     assert b"ann@example.org" not in value
     event = Codec.from_settings(topic_settings).decode(value).record
     assert event["service"] == "guest-service" and event["event_time"] == 1_900_000_000_000

@@ -202,7 +202,7 @@ def test_malicious_and_malformed_commands_are_rejected_with_reasons(xs: Settings
     assert len(by_id) == total
     assert {r.status for r in by_id.values()} == {"rejected"}
 
-    for (name, _sql, why), cmd in zip(corpus, good):
+    for (name, _sql, why), cmd in zip(corpus, good, strict=True):
         result = by_id[cmd.command_id]
         assert why in result.reason, (name, result.reason)
         assert audit_row(xs.database_url.get_secret_value(), cmd.command_id)["status"] == "rejected"  # type: ignore[index]

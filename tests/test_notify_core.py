@@ -191,7 +191,7 @@ def test_retry_delay_exponential_capped_jittered_and_honours_retry_after() -> No
     low = [retry_delay(n, base_s=1, max_s=60, jitter=0.0) for n in range(1, 9)]
     high = [retry_delay(n, base_s=1, max_s=60, jitter=0.999) for n in range(1, 9)]
     assert low == [0.5, 1, 2, 4, 8, 16, 30, 30]
-    assert all(h > lo and h < 2 * lo for h, lo in zip(high, low))
+    assert all(h > lo and h < 2 * lo for h, lo in zip(high, low, strict=True))
     assert retry_delay(1, base_s=1, max_s=60, jitter=0.5, retry_after_s=120) == 120
     assert retry_delay(6, base_s=1, max_s=60, jitter=0.0, retry_after_s=1) == 16
 

@@ -62,7 +62,8 @@ def collector_records() -> list[bytes]:
     ]  # fmt: skip
     values = [b.SerializeToString() for b in batches[:2]]
     document = json.loads(json_format.MessageToJson(batches[2]))
-    for s, original in zip(document["resourceSpans"][0]["scopeSpans"][0]["spans"], batches[2].resource_spans[0].scope_spans[0].spans):
+    originals = batches[2].resource_spans[0].scope_spans[0].spans
+    for s, original in zip(document["resourceSpans"][0]["scopeSpans"][0]["spans"], originals, strict=True):
         s["traceId"], s["spanId"] = original.trace_id.hex(), original.span_id.hex()
     values.append(json.dumps(document).encode())
     return values

@@ -104,7 +104,7 @@ def test_node_spans_become_the_python_sdks_events(
     events = {e.event_id: e for e in (QueryEvent.from_avro(codec.decode(v).record) for v in values)}
     cache = StatementCache(64)
     database = scratch_db.rpartition("/")[2]
-    for s, call in zip(spans, calls):
+    for s, call in zip(spans, calls, strict=True):
         event = events[events_id(s)]
         sdk = statement_fields(call["text"], cache)  # what the Python SDK sends for this statement
         assert (event.fingerprint, event.query_text, event.statement_type, list(event.tables)) == (
@@ -123,7 +123,7 @@ def test_node_spans_become_the_python_sdks_events(
 
     # the Python SDK reports the same statements (same times); the worker must window both alike
     with EventProducer(settings, PYTHON_SERVICE, instance_id="py-1") as sdk_producer:
-        for s, call in zip(spans, calls):
+        for s, call in zip(spans, calls, strict=True):
             event = events[events_id(s)]
             assert sdk_producer.emit_statement(call["text"], event.duration_ms, -1, event.error, event.event_time)
         assert sdk_producer.flush(30) == 0

@@ -59,7 +59,7 @@ def _mismatches(cls: type[AvroRecord], schema: dict[str, Any]) -> list[str]:
         return [f"fields {[f.name for f in fields]} != {[f['name'] for f in avro_fields]}"]
     hints = get_type_hints(cls, include_extras=True)
     problems = []
-    for field, avro in zip(fields, avro_fields):
+    for field, avro in zip(fields, avro_fields, strict=True):
         expected, hint = _python_type(avro["type"]), hints[field.name]
         if hint != expected or (get_origin(hint) is Literal and get_args(hint) != get_args(expected)):
             problems.append(f"{field.name}: type {hint} != {expected}")

@@ -98,7 +98,7 @@ def test_single_object_round_trip_every_schema(settings: Settings) -> None:
 
 @pytest.mark.timeout(180)
 @pytest.mark.usefixtures("created_topics")
-def test_confluent_round_trip_every_schema(settings: Settings, schema_registry: str) -> None:
+def test_confluent_round_trip_every_schema(settings: Settings, schema_registry: str) -> None:  # noqa: F811
     settings = settings.with_overrides(schema_registry_url=schema_registry)
     received = _round_trip(settings)
     _check_records(received, "confluent")

@@ -180,7 +180,7 @@ def test_killed_between_applied_and_verdict_still_gets_the_verdict(
     s = settings.with_overrides(command_key=KEY, database_url=bookings_db)
     env = settings_env(s, DBOPT_COMMAND_KEY=KEY, DBOPT_ADVISOR_GROUP=group, DBOPT_ADVISE_MIN_COST="500",
                        DBOPT_ADVISE_PROBE_PORT=str(port))
-    log = open(f"{tmp_path}/advisor.log", "wb")
+    log = open(f"{tmp_path}/advisor.log", "wb")  # noqa: SIM115 - both advisor runs write it; closed at the end
     proc = _start(env, port, log)
     try:
         now = int(time.time() * 1000)
@@ -209,5 +209,7 @@ def test_killed_between_applied_and_verdict_still_gets_the_verdict(
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         log.close()
-    assert proc.returncode == 0, open(f"{tmp_path}/advisor.log").read()[-3000:]
-    assert "restored: 1 firing fingerprint(s), 1 pending verification(s)" in open(f"{tmp_path}/advisor.log").read()
+    with open(f"{tmp_path}/advisor.log") as f:
+        output = f.read()
+    assert proc.returncode == 0, output[-3000:]
+    assert "restored: 1 firing fingerprint(s), 1 pending verification(s)" in output

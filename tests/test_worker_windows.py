@@ -70,7 +70,7 @@ def _events(rng: np.random.Generator, base: int, services: int, minutes: int, n:
     durations = {s: iter(draws[s % 4](n)) for s in range(services)}
     return [
         Event(f"svc-{s}", int(q), int(t), round(float(next(durations[s])), 3), error=bool(i % 50 == 0))
-        for i, (t, s, q) in enumerate(zip(times, services_of, queries))
+        for i, (t, s, q) in enumerate(zip(times, services_of, queries, strict=True))
     ]
 
 

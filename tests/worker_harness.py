@@ -182,7 +182,9 @@ class WindowReader:
         self.consumer.close()
 
 
-def expected_windows(events: Iterable[Event], tumbling: int = MINUTE, hop: int = MINUTE, hopping: int = 5 * MINUTE) -> dict[tuple, np.ndarray]:
+def expected_windows(
+    events: Iterable[Event], tumbling: int = MINUTE, hop: int = MINUTE, hopping: int = 5 * MINUTE
+) -> dict[tuple, np.ndarray]:
     """Oracle: (kind, start, end, service, fingerprint or None, context) -> the durations it holds."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for e in events:

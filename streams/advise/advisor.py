@@ -98,9 +98,8 @@ class Advisor:
 
     def tick(self, now_ms: int | None = None) -> None:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        if self.waiting and now_ms >= self.retry_at_ms:
-            if not self._advise():
-                self.retry_at_ms = now_ms + _RETRY_MS
+        if self.waiting and now_ms >= self.retry_at_ms and not self._advise():
+            self.retry_at_ms = now_ms + _RETRY_MS
         for pending, verdict in self.verifier.due(now_ms):
             if verdict.keep:
                 log.info("keeping %s: %s", pending.index_name, verdict.reason)

@@ -156,7 +156,7 @@ def _key_orders(usage: TableUsage) -> list[list[OrderColumn]]:
         order = [OrderColumn(o.column) for o in order]
     singles = [[c] for c in (*eq, *join, *(OrderColumn(c) for c in usage.range), *order)]
     prefix = eq + join
-    return singles + [prefix, prefix + first_range, prefix + order, prefix + first_range + order]
+    return [*singles, prefix, prefix + first_range, prefix + order, prefix + first_range + order]
 
 
 def candidates_for_table(usage: TableUsage, max_columns: int = 4) -> list[IndexCandidate]:

@@ -136,7 +136,7 @@ class TrafficDetector:
         limit = rules.surge_factor * base if base is not None else None
         breach = None if limit is None else done["count"] >= limit and done["count"] >= rules.surge_min_events
         if not breach:
-            baseline = (baseline + [done["count"]])[-rules.surge_baseline_windows :]
+            baseline = [*baseline, done["count"]][-rules.surge_baseline_windows :]
         condition, change = self._step(series["condition"], breach)
         if change is not None:
             assert base is not None and limit is not None

@@ -11,6 +11,7 @@ Error messages never quote the body (it holds statement texts with literals).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import zlib
 from typing import Any
@@ -154,7 +155,5 @@ def _convert_ids(obj: Any) -> None:
     for key in _ID_FIELDS:
         value = obj.get(key)
         if isinstance(value, str) and value:
-            try:
+            with contextlib.suppress(ValueError):  # not hex: left for the base64 parser, which rejects what it cannot read
                 obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
-            except ValueError:
-                pass  # not hex: left for the base64 parser, which rejects what it cannot read

@@ -89,7 +89,7 @@ class QuantileSketch:
         count = int(data["n"])
         return cls(
             relative_accuracy=float(data["a"]),
-            bins=dict(zip((int(k) for k in data["k"]), (int(c) for c in data["c"]))),
+            bins=dict(zip((int(k) for k in data["k"]), (int(c) for c in data["c"]), strict=True)),
             zeros=int(data["z"]),
             count=count,
             min=float(data["lo"]) if count else math.inf,

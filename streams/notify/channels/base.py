@@ -52,7 +52,7 @@ class Channel(ABC):
         """Where it sends (no secret), for ``dbopt notify --check``."""
         return ""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most channels hold no connection
         """Release connections (called once, by the channel's worker, when it stops)."""
 
 
