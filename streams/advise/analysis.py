@@ -94,6 +94,7 @@ class _Builder:
         self.ambiguous: list[str] = []
 
     def relation(self, rv: ast.RangeVar) -> None:
+        assert rv.relname is not None  # a parsed RangeVar always names its relation
         usage = next((t for t in self.tables if t.table == rv.relname and t.schema == rv.schemaname), None)
         if usage is None:
             usage = TableUsage(table=rv.relname, schema=rv.schemaname)
@@ -107,7 +108,7 @@ class _Builder:
             if rv.schemaname:
                 self.by_ref[f"{rv.schemaname}.{rv.relname}"] = usage
 
-    def from_item(self, node: object, quals: list[object]) -> None:
+    def from_item(self, node: object, quals: list[tuple[object, bool]]) -> None:
         if isinstance(node, ast.RangeVar):
             self.relation(node)
         elif isinstance(node, ast.JoinExpr):
@@ -123,8 +124,9 @@ class _Builder:
         """The (table, column) of a plain column reference, or None."""
         if not isinstance(node, ast.ColumnRef):
             return None
-        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
-        if len(names) != len(node.fields) or not names:
+        fields = node.fields or ()
+        names = [f.sval for f in fields if isinstance(f, ast.String) and f.sval is not None]
+        if len(names) != len(fields) or not names:
             return None  # t.* or similar
         if len(names) == 1:
             if len(self.tables) == 1:
@@ -143,7 +145,7 @@ def _constant(node: object) -> Constant | None:
     val = node.val
     if isinstance(val, ast.Integer):
         return val.ival
-    if isinstance(val, ast.Float):
+    if isinstance(val, ast.Float) and val.fval is not None:
         return float(val.fval)
     if isinstance(val, ast.Boolean):
         return val.boolval
@@ -165,7 +167,7 @@ def _op(node: ast.A_Expr) -> str | None:
 
 def _conjuncts(node: object) -> list[object]:
     if isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.AND_EXPR:
-        return [c for arg in node.args for c in _conjuncts(arg)]
+        return [c for arg in node.args or () for c in _conjuncts(arg)]
     return [node]
 
 
@@ -201,18 +203,19 @@ def _conjunct(b: _Builder, node: object, row_filter: bool) -> None:
             _add(ref[0].range, ref[1])
     elif kind == enums.A_Expr_Kind.AEXPR_IN and op == "=":
         ref = b.column(node.lexpr)
-        if ref and all(_is_value(v) for v in node.rexpr):
+        if ref and isinstance(node.rexpr, tuple) and all(_is_value(v) for v in node.rexpr):
             _add(ref[0].equality, ref[1])
             values = [_constant(v) for v in node.rexpr]
-            if all(v is not None for v in values):
-                _add(ref[0].constant_filters, ConstantFilter(ref[1], tuple(values)))
+            constants = tuple(v for v in values if v is not None)
+            if len(constants) == len(values):
+                _add(ref[0].constant_filters, ConstantFilter(ref[1], constants))
     elif kind == enums.A_Expr_Kind.AEXPR_OP_ANY and op == "=":
         ref = b.column(node.lexpr)
         if ref and _is_value(node.rexpr):
             _add(ref[0].equality, ref[1])
     elif kind in _BETWEEN:
         ref = b.column(node.lexpr)
-        if ref and all(_is_value(v) for v in node.rexpr):
+        if ref and isinstance(node.rexpr, tuple) and all(_is_value(v) for v in node.rexpr):
             _add(ref[0].range, ref[1])
 
 
@@ -221,10 +224,10 @@ class _HighestParam(Visitor):
         self.highest = 0
 
     def visit_ParamRef(self, ancestors: object, node: ast.ParamRef) -> None:
-        self.highest = max(self.highest, node.number)
+        self.highest = max(self.highest, node.number or 0)
 
 
-def _count_params(tree: object) -> int:
+def _count_params(tree: ast.Node | tuple[ast.Node, ...]) -> int:
     """Number of parameters ``$1..$n`` the statement needs (the highest number used)."""
     visitor = _HighestParam()
     visitor(tree)
@@ -248,7 +251,7 @@ def analyze_sql(sql: str) -> QueryShape:
     quals: list[tuple[object, bool]] = []
     limit: Constant | None = None
     has_limit = False
-    order: list[object] = []
+    order: list[ast.SortBy] = []
     if isinstance(stmt, ast.SelectStmt):
         if stmt.op != enums.SetOperation.SETOP_NONE:
             raise UnsupportedStatement("UNION/INTERSECT/EXCEPT: analyze each branch on its own")
@@ -261,11 +264,13 @@ def analyze_sql(sql: str) -> QueryShape:
         has_limit = stmt.limitCount is not None
         limit = _constant(stmt.limitCount)
     elif isinstance(stmt, ast.UpdateStmt):
+        assert stmt.relation is not None  # the table UPDATE names
         b.relation(stmt.relation)
         for item in stmt.fromClause or ():
             b.from_item(item, quals)
         kind = "UPDATE"
     elif isinstance(stmt, ast.DeleteStmt):
+        assert stmt.relation is not None  # the table DELETE names
         b.relation(stmt.relation)
         for item in stmt.usingClause or ():
             b.from_item(item, quals)

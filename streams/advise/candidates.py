@@ -121,7 +121,7 @@ def created_index_name(sql: str) -> str | None:
 
 def _const(value: Constant) -> ast.A_Const:
     if isinstance(value, bool):
-        val: object = ast.Boolean(boolval=value)
+        val: ast.Node = ast.Boolean(boolval=value)
     elif isinstance(value, int):
         val = ast.Integer(ival=value)
     elif isinstance(value, float):

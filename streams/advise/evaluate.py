@@ -155,9 +155,11 @@ def _write_check(
     rate = write_rates.get(candidate.table)
     if rate is None or rate <= 0:
         return None
-    if any(ev.query.calls_per_s is None for ev, _ in serves):
-        return None
-    saved = sum(ev.query.calls_per_s * (cc.cost_before - cc.cost_after) for ev, cc in serves)  # type: ignore[operator]
+    saved = 0.0
+    for ev, cc in serves:
+        if ev.query.calls_per_s is None:
+            return None
+        saved += ev.query.calls_per_s * (cc.cost_before - cc.cost_after)
     overhead = rate * settings.index_write_cost
     if overhead >= saved:
         return f"write overhead {overhead:.0f} cost/s ({rate:.1f} writes/s) outweighs read savings {saved:.0f} cost/s"
@@ -196,9 +198,9 @@ def choose(
             serves.setdefault(cc.candidate.name, []).append((ev, cc))
             by_name[cc.candidate.name] = cc.candidate
     for name in sorted(serves):
-        why = _write_check(by_name[name], serves[name], write_rates, settings)
-        if why:
-            decision.rejected.append((by_name[name], why))
+        overhead = _write_check(by_name[name], serves[name], write_rates, settings)
+        if overhead:
+            decision.rejected.append((by_name[name], overhead))
             del serves[name]
     uncovered = {ev.query.fingerprint for entries in serves.values() for ev, _ in entries}
     for entries in serves.values():
@@ -246,7 +248,8 @@ def _explain_cost(conn: psycopg.Connection, shape: QueryShape) -> float:
         row = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {_STMT}{args}").fetchone()
     finally:
         conn.execute(f"DEALLOCATE {_STMT}")
-    plan = row[0] if row else None
+    assert row is not None  # EXPLAIN answers one row
+    plan = row[0]
     if isinstance(plan, str):
         plan = json.loads(plan)
     return float(plan[0]["Plan"]["Total Cost"])
@@ -318,7 +321,9 @@ class Evaluator:
         return self.conn.execute(call, args)
 
     def _hypothetical_cost(self, shape: QueryShape, candidate: IndexCandidate) -> float:
-        (oid, _) = self._hypopg("hypopg_create_index", candidate.create_sql(concurrently=False)).fetchone()
+        row = self._hypopg("hypopg_create_index", candidate.create_sql(concurrently=False)).fetchone()
+        assert row is not None  # hypopg_create_index answers (indexrelid, indexname)
+        oid = row[0]
         try:
             return _explain_cost(self.conn, shape)
         finally:

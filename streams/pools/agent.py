@@ -47,7 +47,7 @@ def register(app: faust.App, settings: Settings) -> None:
     """Add the forwarding agent, the pool monitor agent and its state table to ``app``."""
     codec = Codec.from_settings(settings)
     topics = settings.topics
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(topics.pool_snapshots, topics.server_snapshots, **raw)
     internal = app.topic(pools_topic_name(settings), **raw)
     alerts = app.topic(topics.alerts, **raw)

@@ -19,7 +19,9 @@ and no literal survives into query_text.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from pglast import ast, enums, parser
 from pglast.stream import RawStream
@@ -56,11 +58,11 @@ class _CollapseLists(Visitor):
 
     def visit_A_Expr(self, ancestors: object, node: ast.A_Expr) -> None:
         if node.kind == enums.A_Expr_Kind.AEXPR_IN and _all_params(node.rexpr):
-            node.rexpr = node.rexpr[:1]
+            node.rexpr = tuple(node.rexpr[:1])
 
     def visit_A_ArrayExpr(self, ancestors: object, node: ast.A_ArrayExpr) -> None:
         if _all_params(node.elements):
-            node.elements = node.elements[:1]
+            node.elements = tuple(node.elements[:1])
 
     def visit_SelectStmt(self, ancestors: object, node: ast.SelectStmt) -> None:
         rows = node.valuesLists
@@ -68,7 +70,7 @@ class _CollapseLists(Visitor):
             node.valuesLists = rows[:1]
 
 
-def _all_params(items: object) -> bool:
+def _all_params(items: object) -> TypeGuard[Sequence[ast.ParamRef]]:
     return isinstance(items, (list, tuple)) and len(items) > 0 and all(
         isinstance(item, ast.ParamRef) for item in items
     )
