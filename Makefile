@@ -4,13 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status test unit demo bench clean
+.PHONY: install up down status test unit demo bench clean lock tools
 
-$(STAMP): pyproject.toml
+# the locked versions (requirements/dev.lock: engine + dev, hashes checked), then dbopt-streams itself, editable
+$(STAMP): pyproject.toml requirements/dev.lock requirements/build.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements/build.lock -r requirements/dev.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# refresh requirements/*.lock from pyproject.toml's ranges (newest versions that fit; commit the result).
+# engine.lock is what the image installs; dev.lock adds the test tools at the same versions.
+LOCK := $(BIN)/uv pip compile -q --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+lock: $(STAMP)
+	$(LOCK) --upgrade pyproject.toml --extra engine -o requirements/engine.lock
+	$(LOCK) --upgrade pyproject.toml --extra dev -c requirements/engine.lock -o requirements/dev.lock
+	$(LOCK) --upgrade requirements/build.in -o requirements/build.lock
+
+# pinned kustomize, kubeconform, kube-score (go install) and the CRD schemas the manifest test validates
+# against, in .run/tools (cached: rebuilt when k8s/tools changes); see docs/deploy.md
+TOOLS := .run/tools
+$(TOOLS)/.complete: $(STAMP) k8s/tools/fetch.py k8s/tools/strimzi-crds.xml
+	$(BIN)/python k8s/tools/fetch.py $(TOOLS)
+
+tools: $(TOOLS)/.complete
 
 install: $(STAMP)
 
@@ -24,7 +42,7 @@ status: $(STAMP)
 	$(BIN)/python -m streams.devenv status
 
 # the whole suite: the suite's own fixtures start Kafka and PostgreSQL (make up) when needed
-test: up
+test: up tools
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 # only the tests that need no server

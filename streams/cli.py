@@ -25,7 +25,7 @@ from types import ModuleType
 from streams import logs
 from streams.config import ConfigError
 
-DISTRIBUTION = "dbopt"
+DISTRIBUTION = "dbopt-streams"  # [project].name; the command stays `dbopt`
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_STATUSES = f"""exit status:
@@ -59,12 +59,31 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _load(name: str) -> ModuleType | None:
+class NeedsEngine:
+    """Stands in for a command whose libraries are not installed: the slim distribution (the SDK)
+    has no ``[engine]`` extra. It takes any arguments and says what to install."""
+
+    def __init__(self, name: str, missing: str) -> None:
+        self.name, self.missing = name, missing
+        self.HELP = f"(not installed: pip install '{DISTRIBUTION}[engine]')"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def run(self, args: argparse.Namespace) -> int:
+        print(f"dbopt {self.name}: needs the engine, which is not installed (no module {self.missing!r}): "
+              f"pip install '{DISTRIBUTION}[engine]'", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _load(name: str) -> ModuleType | NeedsEngine | None:
     try:
         return importlib.import_module(COMMANDS[name])
     except ModuleNotFoundError as exc:
         if exc.name and COMMANDS[name].startswith(exc.name):
             return None  # command not built yet
+        if exc.name and exc.name.split(".")[0] != "streams":
+            return NeedsEngine(name, exc.name)  # a library of the [engine] extra is missing
         raise
 
 
