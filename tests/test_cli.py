@@ -14,7 +14,7 @@ import pytest
 
 from clienv import DBOPT, dbopt, settings_env
 from samples import EXAMPLES
-from streams.cli import COMMANDS
+from streams.cli import COMMANDS, DISTRIBUTION
 from streams.config import Settings, TopicPolicy
 from streams.kafka import clients
 from streams.kafka.topics import ensure_topics
@@ -41,7 +41,7 @@ def run_dbopt(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_version_is_the_installed_distribution() -> None:
     proc = run_dbopt("--version")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"dbopt {version('dbopt')}"
+    assert proc.stdout.strip() == f"dbopt {version(DISTRIBUTION)}"
 
 
 def test_help_documents_exit_statuses_and_every_command() -> None:

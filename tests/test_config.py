@@ -15,6 +15,7 @@ import pytest
 
 from streams.config import (
     OTHER_VARIABLES,
+    PROJECT_NAME,
     VARIABLES,
     ConfigError,
     Group,
@@ -249,7 +250,7 @@ def test_dbopt_config_exits_2_on_a_bad_setting(tmp_path: Path, env_file: str, en
 # --- run directory -------------------------------------------------------------------------
 
 
-def _project(path: Path, name: str = "dbopt") -> Path:
+def _project(path: Path, name: str = PROJECT_NAME) -> Path:
     path.mkdir(parents=True)
     (path / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "0"\n')
     return path

@@ -60,7 +60,7 @@ def test_wheel_runs_outside_the_checkout(settings: Settings, tmp_path: Path) -> 
     src, dist, venv, work = (tmp_path / name for name in ("src", "dist", "venv", "work"))
     shutil.copytree(ROOT, src, symlinks=True, ignore=NOT_SOURCE)
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, src)
-    (wheel,) = dist.glob("dbopt-*.whl")
+    (wheel,) = dist.glob("dbopt_streams-*.whl")
     contents = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"streams/contracts/{p.name}" for p in (ROOT / "schemas").glob("*.avsc")}
     expected |= {"streams/devenv/kafka-pom.xml", "streams/devenv/log4j2.properties"}
