@@ -63,7 +63,7 @@ from streams.domain.vocabulary import (
 )
 
 MASK = "**********"  # what a secret looks like in output
-PROJECT_NAME = "dbopt"  # [project].name in pyproject.toml: marks this project's checkout
+PROJECT_NAME = "dbopt-streams"  # [project].name in pyproject.toml: marks this project's checkout
 
 # DBOPT_* variables that are not settings but are read elsewhere, so never "unknown"
 OTHER_VARIABLES: dict[str, str] = {
