@@ -41,7 +41,8 @@ class monitor_query:  # noqa: N801 - used like a function: `with monitor_query(.
     ) -> None:
         duration_ms = (time.perf_counter_ns() - self._start) / 1e6
         self.producer.emit_statement(
-            self.sql, duration_ms, self.rows, error=None if exc is None else error_code(exc), **self.context
+            self.sql, duration_ms, self.rows, error=None if exc is None else error_code(exc), event_time_ms=None,
+            **self.context,
         )
 
     def __call__(self, func: F) -> F:

@@ -56,7 +56,8 @@ class _Monitored:
         except Exception:
             text, rows = "", -1  # unparsable: the SDK sends its placeholder text
         self._dbopt_producer.emit_statement(
-            text, duration_ms, rows, error=None if exc is None else error_code(exc), **self._dbopt_context
+            text, duration_ms, rows, error=None if exc is None else error_code(exc), event_time_ms=None,
+            **self._dbopt_context,
         )
 
 
@@ -116,7 +117,7 @@ def instrument(
     original = getattr(base, "_dbopt_base", base)
     mixin = _MonitoredAsync if isinstance(conn, psycopg.AsyncConnection) else _MonitoredSync
     context = {"database": producer.database or conn.info.dbname, **context}
-    conn.cursor_factory = type(  # type: ignore[assignment]
+    conn.cursor_factory = type(
         f"Monitored{original.__name__}",
         (mixin, original),
         {"_dbopt_producer": producer, "_dbopt_context": context, "_dbopt_base": original},

@@ -127,7 +127,8 @@ class PoolWatch:
             raise ValueError("interval must be a positive number of seconds")
         self.pool, self.producer, self.interval, self.name = pool, producer, interval, name
         self.topic = producer.settings.topics.pool_snapshots
-        self.database = producer.database or conninfo_to_dict(pool.conninfo).get("dbname")
+        dbname = conninfo_to_dict(pool.conninfo).get("dbname") if isinstance(pool.conninfo, str) else None
+        self.database = producer.database or (None if dbname is None else str(dbname))
         self.times = CheckoutTimes()
         self.sent = 0
         self.dropped: Tally[str] = Tally()

@@ -53,7 +53,7 @@ def surge_key(window: WindowStats) -> str:
 
 
 def _most_critical(a: str, b: str) -> str:
-    rank = {c: i for i, c in enumerate(CRITICALITIES)}
+    rank: dict[str, int] = {c: i for i, c in enumerate(CRITICALITIES)}
     return min(a, b, key=lambda c: rank.get(c, len(rank)))
 
 

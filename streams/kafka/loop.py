@@ -208,7 +208,7 @@ def run_stage(
                 if msg.error() is not None:
                     log.warning("%s: consumer: %s", stage.name, msg.error())
                     continue
-                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                topic, partition, offset = _position(msg)
                 offsets[(topic, partition)] = offset + 1
                 RECORDS_IN.labels(stage.name, topic).inc()
                 emits.extend(_handle(stage, codec, msg))
@@ -231,9 +231,16 @@ def _idle(stop: threading.Event, seconds: float) -> list[Message]:
     return []
 
 
+def _position(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record (set on every message without an error)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
 def _handle(stage: Stage, codec: Codec, msg: Message) -> Iterable[Emit]:
     value = msg.value() or b""
-    raw = Incoming(msg.topic(), msg.partition(), msg.offset(), msg.key(), value, None)
+    raw = Incoming(*_position(msg), msg.key(), value, None)
     if not stage.decode_values:
         return stage.on_record(raw)
     try:

@@ -52,7 +52,7 @@ def outcome_record(delivery: Delivery) -> NotificationResult:
     finished = delivery.finished_at or delivery.created_at
     latency = (finished - delivery.created_at) * 1000 if delivery.status == "delivered" else None
     return NotificationResult(
-        notification_id=n.notification_id, source=source, channel=delivery.channel, target=delivery.target,
+        notification_id=n.notification_id, source=source, channel=delivery.channel, target=delivery.target,  # type: ignore[arg-type]
         status=delivery.status, reason=delivery.reason, severity=n.severity, state=n.state,  # type: ignore[arg-type]
         attempts=delivery.attempts, latency_ms=latency, digest_id=delivery.digest_id,
         finished_at=int(finished * 1000),

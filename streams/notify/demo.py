@@ -41,4 +41,5 @@ def start_demo_slack(out: TextIO) -> ThreadingHTTPServer:
 
 def url_of(server: ThreadingHTTPServer) -> str:
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # an AF_INET server: a text address
     return f"http://{host}:{port}/services/demo"

@@ -33,7 +33,7 @@ import hashlib
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -189,6 +189,11 @@ class SpanMapper:
             raise Malformed("too_long", f"normalized statement over {self.limits.max_query_text} characters")
         fields["tables"] = tuple(fields["tables"])
         return fields
+
+    @overload
+    def _string(self, attrs: dict[str, AnyValue], key: str, default: str) -> str: ...
+    @overload
+    def _string(self, attrs: dict[str, AnyValue], key: str, default: None = None) -> str | None: ...
 
     def _string(self, attrs: dict[str, AnyValue], key: str, default: str | None = None) -> str | None:
         """A string (or integer) attribute, bounded; ``default`` when absent or empty."""

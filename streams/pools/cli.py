@@ -57,8 +57,9 @@ def read_snapshots(settings: Settings, since_ms: int) -> list[PoolSnapshot | Ser
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     open_.discard((msg.topic(), msg.partition()))
                 continue
             try:

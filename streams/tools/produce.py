@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO, Iterator, TypeGuard
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- pure: one line -> one QueryEvent record ----------------------------------------------------
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -69,8 +69,8 @@ def event_time_ms(value: object) -> int:
             ms = ms_from_iso(value.strip())
         except ValueError:
             raise BadLine(f"event_time {value!r} is neither ISO-8601 nor epoch milliseconds") from None
-    elif isinstance(value, str) or (_is_number(value) and math.isfinite(value)):  # type: ignore[arg-type]
-        ms = int(value)  # type: ignore[arg-type]
+    elif isinstance(value, str) or (_is_number(value) and math.isfinite(value)):
+        ms = int(value)
         if 0 <= ms < MIN_PLAUSIBLE_MS:
             raise BadLine(f"event_time {value!r} looks like epoch seconds; give epoch milliseconds or ISO-8601")
     else:

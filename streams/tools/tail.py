@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     partitions = {tp.partition for tp in consumer.assignment()}
     log.debug("tail %s: partitions %s from %s", topic, sorted(partitions),
               "the oldest record" if last is None else f"the last {last} record(s) of each")
-    at_end: set[int] = set()
+    at_end: set[int | None] = set()
     said_waiting = False
     bad = 0
     idle = float("inf") if args.timeout is None else args.timeout
