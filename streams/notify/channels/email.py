@@ -91,7 +91,8 @@ class EmailChannel(Channel):
             raise DeliveryError(f"SMTP refused every recipient: {exc.recipients}",
                                 retryable=all(400 <= c < 500 for c in codes)) from None
         except smtplib.SMTPResponseException as exc:
-            reason = f"SMTP {exc.smtp_code}: {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+            error = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+            reason = f"SMTP {exc.smtp_code}: {error}"
             raise DeliveryError(reason, retryable=400 <= exc.smtp_code < 500) from None
         except smtplib.SMTPNotSupportedError as exc:  # e.g. AUTH offered only after STARTTLS: a setting is off
             raise DeliveryError(f"SMTP: {exc} (is DBOPT_NOTIFY_SMTP_STARTTLS needed?)", retryable=False) from None
