@@ -324,6 +324,9 @@ class IngestSettings(Group):
 
     env_prefix: ClassVar[str] = "DBOPT_INGEST_"
     max_age_ms: int = Field(3600 * 1000, ge=1, description="Oldest accepted event, relative to now (ms)")
+    max_duration_ms: float = Field(
+        24 * 3600 * 1000.0, gt=0, description="Longest accepted duration_ms; longer is a broken clock or value (ms)"
+    )
     max_future_skew_ms: int = Field(5 * 60 * 1000, ge=0, description="Furthest accepted event in the future (ms)")
     max_query_text: int = Field(16_384, ge=1, description="Longest query text kept (characters)")
     max_tables: int = Field(64, ge=1, description="Most tables kept per event")
@@ -395,6 +398,28 @@ class ExecutorSettings(Group):
     )
     probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
     probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
+    max_command_age_s: Annotated[float, Env("DBOPT_EXECUTOR_MAX_COMMAND_AGE")] = Field(
+        24 * 3600.0, gt=0, description="A command older than this (s) when it first arrives is not applied but "
+        "reported expired with its age: a new executor never replays history blindly"
+    )
+    critical_contexts: CommaList[str] = Field(
+        ("booking", "payment", "vendor_search", "timeline"),
+        description="Comma list of contexts whose commands run first when several are due at once",
+    )
+    support_services: CommaList[str] = Field(
+        ("notification", "analytics", "integration"),
+        description="Comma list of service (or context) name stems whose commands run second; the rest run last",
+    )
+    stabilize_critical_s: float = Field(60.0, ge=0, description="Pause after a critical table's commands ran (s)")
+    stabilize_support_s: float = Field(30.0, ge=0, description="Pause after a support table's commands ran (s)")
+    stabilize_rest_s: float = Field(15.0, ge=0, description="Pause after any other table's commands ran (s)")
+    sequence_hold_max_s: float = Field(
+        900.0, ge=0, description="Longest the sequence waits for the changed contexts' windows to come back under "
+        "their SLO before the next table (s)"
+    )
+    database: str = Field(
+        "", description="Name (in DBOPT_DATABASES) of the database this executor serves; empty: the default one"
+    )
 
 
 class AdviseSettings(Group):
@@ -450,6 +475,10 @@ class WindowSettings(Group):
     grace_ms: int = Field(10_000, ge=0, description="How long after its end a window still takes late events (ms)")
     idle_timeout_ms: int = Field(
         15_000, ge=0, description="A caught-up partition without events this long has its watermark advanced (ms)"
+    )
+    allowed_lateness_ms: int = Field(
+        15_000, ge=0, description="An idle partition's watermark is moved to wall clock minus this (ms): an event "
+        "older than that which arrives afterwards finds its window emitted and goes to the DLQ (reason late)"
     )
     tick_interval_ms: Annotated[int, Env("DBOPT_WORKER_TICK_INTERVAL_MS")] = Field(
         5_000, ge=10, description="How often the worker's tick closes windows (ms)"

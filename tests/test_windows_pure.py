@@ -168,7 +168,7 @@ def test_replayed_events_are_not_counted_twice() -> None:
     outcomes = _run(store, events[20:], emitted)  # offsets 20..29 replayed
     assert outcomes[:10] == ["replayed"] * 10 and set(outcomes[10:]) == {"applied"}
     windows = PartitionWindows(0, SPEC, store, 10)
-    assert windows.tick(base + 3_600_000, idle_timeout_ms=0)
+    assert windows.tick(base + 3_600_000, allowed_lateness_ms=0)
     windows.flush()
     closing = windows.closing(emitted_at=0)
     assert closing is not None
@@ -186,7 +186,7 @@ def test_replayed_events_are_not_counted_twice() -> None:
 def test_tick_does_not_touch_a_fresh_partition() -> None:
     store = DictStore()
     windows = PartitionWindows(3, SPEC, store, 10)
-    assert not windows.tick(10**12, idle_timeout_ms=0)
+    assert not windows.tick(10**12, allowed_lateness_ms=0)
     windows.flush()
     assert store.data == {}
 
@@ -199,7 +199,7 @@ def test_fingerprint_cap_overflows_into_other() -> None:
     assert windows.overflowed == {"svc": 2}
     windows.flush()
     windows = PartitionWindows(0, SPEC, store, max_fingerprints=2)
-    assert windows.tick(10**9, idle_timeout_ms=0)
+    assert windows.tick(10**9, allowed_lateness_ms=0)
     windows.flush()
     closing = windows.closing(emitted_at=0)
     assert closing is not None

@@ -93,6 +93,8 @@ def _check(event: QueryEvent, limits: IngestSettings, now_ms: int) -> None:
     duration = event.duration_ms
     if not math.isfinite(duration) or duration < 0:
         raise _Reject("invalid_duration", f"duration_ms must be a finite number >= 0, got {duration!r}")
+    if duration > limits.max_duration_ms:
+        raise _Reject("invalid_duration", f"duration_ms {duration!r} is over the limit of {limits.max_duration_ms} ms")
     event_time = event.event_time
     if now_ms - event_time > limits.max_age_ms:
         raise _Reject("too_old", f"event_time is {now_ms - event_time} ms old; the limit is {limits.max_age_ms} ms")

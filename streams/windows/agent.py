@@ -32,6 +32,7 @@ from streams.ingest import Accepted, Rejected, dead_letter, validate
 from streams.observe.metrics import DLQ_RECORDS, EVENTS_IN, FINGERPRINT_OVERFLOW, LATE_EVENTS, WINDOWS_EMITTED
 from streams.serde import Codec
 from streams.windows import PartitionWindows, WindowSpec
+from streams.windows.engine import late
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class WindowsProcessor:
         outcome, due = state.apply(result, message.offset)
         if outcome == "late":
             LATE_EVENTS.inc()
+            await self._dead_letter(event, late(result.event.event_time, state, self.settings.windows), now_ms)
         return due
 
     def _tick(self, state: PartitionWindows, event: EventT) -> bool:
@@ -139,11 +141,11 @@ class WindowsProcessor:
         if not self._idle(partition):
             return False
         try:
-            wall_ms = int(event.message.value)
+            wall_ms = int(event.message.value or b"")
         except (TypeError, ValueError):
             log.warning("ignoring a malformed tick at %s[%s]@%s", self.ticks_topic, partition, event.message.offset)
             return False
-        return state.tick(wall_ms, self.settings.windows.idle_timeout_ms)
+        return state.tick(wall_ms, self.settings.windows.allowed_lateness_ms)
 
     def _idle(self, partition: int) -> bool:
         """Caught up on the events partition, with no event for the idle timeout."""

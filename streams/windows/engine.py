@@ -2,8 +2,10 @@
 
 Per partition the store holds:
 
-* one *clock* entry: the watermark (max event time seen, or moved by an idle tick) and the
-  horizon (every window ending at or before it has been emitted);
+* one *clock* entry: the watermark (max event time seen, or moved by an idle tick), the
+  horizon (every window ending at or before it has been emitted), the highest source offset
+  judged, and the recent horizon moves with the offset they followed (so a replayed event is
+  judged late or on time exactly as it was the first time, see :meth:`PartitionWindows.apply`);
 * *pane* entries: :class:`PaneStats` of one key for one pane, with the last source offset applied;
 * *cap* entries: the fingerprints admitted per service (the rest aggregate under ``other``).
 
@@ -16,10 +18,11 @@ horizon is stored means a crash can repeat an emission (same ``window_id``) but 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Protocol
 
-from streams.ingest import Accepted, FingerprintCap
+from streams.config import WindowSettings
+from streams.ingest import Accepted, FingerprintCap, Rejected
 from streams.records import WindowStats
 from streams.windows.aggregate import PaneStats, StatsKey, window_stats
 from streams.windows.panes import Window, WindowSpec
@@ -39,10 +42,23 @@ class Store(Protocol):
     def keys(self) -> Iterable[str]: ...
 
 
+# horizon moves remembered per partition: enough to judge every event replayed after a crash
+# (the commit lags the state by seconds, a move happens at most once per window end)
+CLOSES_KEPT = 200
+
+
 @dataclass
 class Clock:
     watermark: int | None = None
     horizon: int | None = None
+    seen: int = -1  # highest source offset judged (applied, replayed or late)
+    closes: list[tuple[int, int]] = field(default_factory=list)  # (seen when the horizon moved, new horizon)
+
+    def horizon_at(self, offset: int) -> int | None:
+        """The horizon the event at ``offset`` was judged against when it was first processed
+        (None: before the first move, or older than the moves remembered)."""
+        before = [h for seen, h in self.closes if seen < offset]
+        return max(before) if before else None
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,19 @@ def _key(*parts: Any) -> str:
     return json.dumps(parts, separators=(",", ":"))
 
 
+def late(event_time: int, state: PartitionWindows, settings: WindowSettings) -> Rejected:
+    """The DLQ verdict of a late event: reason ``late``, how late, and the settings that made it so."""
+    clock, spec = state.clock, state.spec
+    closed = spec.first_close(event_time)
+    behind = (clock.watermark or event_time) - event_time
+    return Rejected(
+        "late",
+        f"late_by_ms={behind}: event_time {event_time} is {behind} ms behind partition {state.partition}'s "
+        f"watermark {clock.watermark}; its window ending {closed} was already emitted (horizon {clock.horizon}; "
+        f"grace {settings.grace_ms} ms, allowed lateness {settings.allowed_lateness_ms} ms)",
+    )
+
+
 class PartitionWindows:
     def __init__(self, partition: int, spec: WindowSpec, store: Store, max_fingerprints: int) -> None:
         self.partition = partition
@@ -67,7 +96,10 @@ class PartitionWindows:
         self._prefix = f"[{partition},"
         self._clock_key = _key(partition, "clock")
         raw = store.get(self._clock_key)
-        self.clock = Clock(raw["wm"], raw["h"]) if raw else Clock()
+        self.clock = (
+            Clock(raw["wm"], raw["h"], raw.get("seen", -1), [(s, h) for s, h in raw.get("closes", ())])
+            if raw else Clock()
+        )
         self._clock_dirty = False
         self._panes: dict[str, PaneStats] = {}  # working set, written back by flush()
         self._caps: dict[str, FingerprintCap] = {}
@@ -80,11 +112,24 @@ class PartitionWindows:
     def apply(self, accepted: Accepted, offset: int) -> tuple[Outcome, bool]:
         """Add one accepted event (source ``offset``): its outcome, and whether a close is due.
 
+        ``late``: a window holding the event was already emitted; the event joins none (the caller
+        dead-letters it). An event replayed after a crash (``offset`` at or below the highest judged)
+        gets the verdict it got the first time: late again (the caller's dead letter repeats, same
+        source offset), or ``replayed`` when it is already inside an emitted window.
         Events of fingerprints over the per-service cap are counted in :attr:`overflowed`.
         """
         event_time = accepted.event.event_time
-        if self.clock.horizon is not None and self.spec.is_late(event_time, self.clock.horizon):
+        clock = self.clock
+        if offset <= clock.seen:
+            first = clock.horizon_at(offset)
+            if first is not None and self.spec.is_late(event_time, first):
+                return "late", False
+            if clock.horizon is not None and self.spec.is_late(event_time, clock.horizon):
+                return "replayed", False
+        elif clock.horizon is not None and self.spec.is_late(event_time, clock.horizon):
+            self._judged(offset)
             return "late", False
+        self._judged(offset)
         accepted = self._capped(accepted)
         event = accepted.event
         assert event.fingerprint is not None  # validate() always fills it in
@@ -97,11 +142,12 @@ class PartitionWindows:
                 outcome = "applied"
         return outcome, self._advance(event_time)
 
-    def tick(self, wall_ms: int, idle_timeout_ms: int) -> bool:
-        """An idle tick: move the watermark of a partition that has state to ``wall - idle timeout``."""
+    def tick(self, wall_ms: int, allowed_lateness_ms: int) -> bool:
+        """An idle tick: move the watermark of a partition that has state to ``wall - allowed lateness``
+        (``DBOPT_WINDOW_ALLOWED_LATENESS_MS``): an event older than that arriving later is late."""
         if self.clock.watermark is None:
             return False  # nothing to close; do not make future events of a fresh partition late
-        return self._advance(wall_ms - idle_timeout_ms)
+        return self._advance(wall_ms - allowed_lateness_ms)
 
     # --- closing ----------------------------------------------------------------------------
 
@@ -149,6 +195,7 @@ class PartitionWindows:
     def commit_close(self, closing: Closing) -> None:
         """Store the new horizon, then drop the panes no open window needs."""
         self.clock.horizon = closing.horizon
+        self._moved(closing.horizon)
         self._pending = None
         self._put_clock()
         for key in closing.retired:
@@ -165,6 +212,7 @@ class PartitionWindows:
         horizon = self.spec.horizon(watermark)
         if clock.horizon is None:
             clock.horizon = horizon  # first event: no window can hold data yet
+            self._moved(horizon)
             return False
         if horizon <= (self._pending if self._pending is not None else clock.horizon):
             return False
@@ -212,6 +260,17 @@ class PartitionWindows:
     def _cap_key(self, service: str) -> str:
         return _key(self.partition, "cap", service)
 
+    def _judged(self, offset: int) -> None:
+        if offset > self.clock.seen:
+            self.clock.seen = offset
+            self._clock_dirty = True
+
+    def _moved(self, horizon: int) -> None:
+        """Remember that events after the highest judged offset meet ``horizon`` (or a later one)."""
+        self.clock.closes = [*self.clock.closes[-(CLOSES_KEPT - 1):], (self.clock.seen, horizon)]
+
     def _put_clock(self) -> None:
-        self.store.put(self._clock_key, {"wm": self.clock.watermark, "h": self.clock.horizon})
+        clock = self.clock
+        self.store.put(self._clock_key, {"wm": clock.watermark, "h": clock.horizon, "seen": clock.seen,
+                                         "closes": [list(c) for c in clock.closes]})
         self._clock_dirty = False
