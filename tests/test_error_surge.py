@@ -136,3 +136,26 @@ def test_replayed_rows_are_not_counted_twice() -> None:
     run.feed(*service_windows(6, {"booking": 150, "other": 150}))
     assert run.feed(*service_windows(7, {"booking": 300})) == []
     assert run.state['["surge", "tumbling", "booking-service"]']["baseline"][-1] == 300
+
+
+def test_every_new_alert_kind_renders_as_a_notification() -> None:
+    from streams.domain.calendar import Calendar
+    from streams.notify.model import ALERT_KINDS, from_alert
+
+    run = Run()
+    errors = run.feed(*(window(i, errors=9) for i in range(2)))
+    surge = run.feed(*(w for i, n in enumerate([300] * 6 + [1500] * 3)
+                       for w in service_windows(i, {"booking": n})))
+    others = [
+        Alert(alert_id=kind, state="firing", severity="high", kind=kind, service="db1", context="booking",  # type: ignore[arg-type]
+              fingerprint="fp1" if kind == "statement" else None, p95_ms=value, threshold_ms=limit,
+              window_start=T0, window_end=T0 + MINUTE, metric=metric)
+        for kind, value, limit, metric in (("budget", 306.0, 197.0, "connections"), ("statement", 61.0, 50.0, "mean_ms"),
+                                           ("pool", 1.0, 0.75, "utilization"))
+    ]
+    rendered = {a.kind: from_alert(a, Calendar()) for a in [*errors, *surge, *others]}
+    assert set(rendered) == set(ALERT_KINDS) - {"slo", "regression"}
+    assert "errors 4.5% (limit 2.0%)" in rendered["errors"].message.title
+    assert "1,500 events per window (limit 1,200)" in rendered["surge"].message.title
+    assert "pool maxima 306 vs 197 connections allowed" in rendered["budget"].message.title
+    assert "mean 61" in rendered["statement"].message.title and "pool at 100%" in rendered["pool"].message.title

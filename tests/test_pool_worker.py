@@ -1,7 +1,8 @@
 """Pool, budget, error and surge alerts from a real ``dbopt worker`` (one process for the module):
 
 * a real pool of size N held by N+k threads running pg_sleep fires a pool alert within 30 s of
-  saturation, with the default pool thresholds, and resolves after the threads let go;
+  saturation, with the default pool thresholds, and resolves after the threads let go; collect
+  sees the held sessions in pg_stat_activity;
 * a healthy pool beside it never alerts;
 * the budget alert fires when the pools' configured maxima exceed what the server allows
   (max_connections from a real ``dbopt collect`` read);
@@ -23,6 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from streams.client import EventProducer, watch_pool
 from streams.collect.agent import CollectStage
+from streams.collect.core import server_snapshot
 from streams.config import Settings, TopicPolicy, Topics
 from streams.kafka import clients
 from streams.kafka.consume import assigned_consumer
@@ -125,7 +127,8 @@ def test_saturated_pool_alerts_within_30s_and_resolves_healthy_pool_stays_silent
     producers = {s: EventProducer(settings, s, instance_id=f"{s}-1") for s in
                  ("booking-service", "guest-service", "vendor-service", "analytics")}
     pools = {
-        "booking-service": ConnectionPool(scratch_db, min_size=2, max_size=2, timeout=30, open=True),
+        "booking-service": ConnectionPool(scratch_db, min_size=2, max_size=2, timeout=30, open=True,
+                                          kwargs={"application_name": "booking-service"}),
         "guest-service": ConnectionPool(scratch_db, min_size=1, max_size=4, open=True),
         # configured far above what the server allows (max_connections minus reserved), barely used
         "vendor-service": ConnectionPool(scratch_db, min_size=1, max_size=150, open=True),
@@ -162,6 +165,12 @@ def test_saturated_pool_alerts_within_30s_and_resolves_healthy_pool_stays_silent
         threads += holders
         for t in holders:
             t.start()
+        time.sleep(0.5)
+        # collect sees the held connections in pg_stat_activity: both active in pg_sleep
+        assert stage.reader is not None
+        (group,) = [g for g in server_snapshot(server, stage.reader.facts(), stage.reader.activity(), 0).connections
+                    if g.application_name == "booking-service"]
+        assert (group.database, group.active, group.idle) == (scratch_db.rpartition("/")[2], 2, 0)
         at, fired = alerts.wait_for(lambda a: a.kind == "pool" and a.service == "booking-service", timeout=30)
         assert at - saturated_at < 30 and fired.state == "firing"
         assert fired.pool_name == "default" and fired.metric == "utilization" and fired.p95_ms == 1.0

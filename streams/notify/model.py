@@ -24,7 +24,12 @@ from streams.domain.calendar import Calendar
 from streams.records import Alert, OptimizationResult
 
 SEVERITIES = ("info", "warning", "high", "critical")  # least severe first
-ALERT_KINDS = ("slo", "regression", "pool")
+ALERT_KINDS = ("slo", "regression", "pool", "errors", "surge", "budget", "statement")
+# what each alert kind is called, and the label of its headline figure
+_KIND_NAMES = {"slo": ("SLO breach", "Latency"), "regression": ("latency regression", "Latency"),
+               "pool": ("connection pool alert", "Pool"), "errors": ("error-rate alert", "Errors"),
+               "surge": ("traffic surge", "Traffic"), "budget": ("connection budget alert", "Connections"),
+               "statement": ("slow statement (pg_stat_statements)", "Latency")}
 RESULT_KIND = "result"
 DIGEST_KIND = "digest"
 KINDS = (*ALERT_KINDS, RESULT_KIND, DIGEST_KIND)
@@ -140,6 +145,19 @@ def _figure(alert: Alert) -> tuple[str, str]:
     if alert.kind == "pool":
         figure = f"pool at {alert.p95_ms:.0%} (limit {alert.threshold_ms:.0%})"
         return figure, figure
+    if alert.kind == "errors":
+        figure = f"errors {alert.p95_ms:.1%} (limit {alert.threshold_ms:.1%})"
+        return figure, figure
+    if alert.kind == "surge":
+        figure = f"{alert.p95_ms:,.0f} events per window (limit {alert.threshold_ms:,.0f})"
+        return figure, figure + (f", baseline {alert.baseline_ms:,.0f}" if alert.baseline_ms else "")
+    if alert.kind == "budget":
+        figure = f"pool maxima {alert.p95_ms:.0f} vs {alert.threshold_ms:.0f} connections allowed"
+        return figure, figure
+    if alert.kind == "statement":
+        relation = ">" if alert.state == "firing" else "back within"
+        figure = f"mean {_ms(alert.p95_ms)} {relation} SLO {_ms(alert.threshold_ms)}"
+        return figure, figure
     if alert.kind == "regression" and alert.baseline_ms is not None:
         figure = f"p95 {_ms(alert.p95_ms)} vs baseline {_ms(alert.baseline_ms)}"
         return figure, f"{figure} (threshold {_ms(alert.threshold_ms)})"
@@ -153,13 +171,13 @@ def from_alert(alert: Alert, calendar: Calendar, *, ui_url: str | None = None,
     figure, figure_fact = _figure(alert)
     state = alert.state.upper()
     title = f"{state} {alert.severity}: {alert.service} ({alert.context}) {figure}"
-    what = {"slo": "SLO breach", "regression": "latency regression", "pool": "connection pool alert"}[alert.kind]
+    what, label = _KIND_NAMES[alert.kind]
     summary = (f"dbopt {what} {alert.state} for {alert.service} in context {alert.context}: {figure_fact}"
                + (f". {alert.message}" if alert.message else ""))
     facts: list[tuple[str, str]] = [
         ("Service", alert.service),
         ("Context", alert.context),
-        ("Latency" if alert.kind != "pool" else "Pool", figure_fact),
+        (label, figure_fact),
         ("Window", _window(alert.window_start, alert.window_end, calendar.timezone)),
         *_calendar_facts(alert.window_end, calendar),
     ]
