@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 from collections import Counter as Tally
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from confluent_kafka import KafkaError, Message
 
@@ -29,7 +29,7 @@ from streams.client.metrics import EVENTS_DROPPED, EVENTS_SENT, DropLog
 from streams.config import Settings
 from streams.kafka import clients
 from streams.kafka.topics import ensure_in_background
-from streams.records import QueryEvent
+from streams.records import AvroRecord, QueryEvent
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 
@@ -56,6 +56,7 @@ class EventProducer:
         if not service:
             raise ValueError("service must be a non-empty name, e.g. 'booking-service'")
         self.service = service
+        self.settings = settings
         self.instance_id = instance_id or default_instance_id()
         self.database = database
         self.topic = settings.topics.query_events
@@ -147,6 +148,15 @@ class EventProducer:
         finally:
             self._producer.poll(0)
         return True
+
+    def produce_record(
+        self, topic: str, record: AvroRecord, on_delivery: Callable[[KafkaError | None, Message], None]
+    ) -> None:
+        """Queue another dbopt record keyed by the service (``watch_pool``'s PoolSnapshots) on the
+        same connection; the caller counts its own deliveries. Raises ``BufferError`` when full."""
+        value = self._codec.encode_record(record, topic=topic)
+        self._producer.produce(topic, value=value, key=self._key, on_delivery=on_delivery)
+        self._producer.poll(0)
 
     # -- delivery accounting ---------------------------------------------------------------
 
