@@ -22,6 +22,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
+from confluent_kafka import KafkaException
+
 from streams import logs
 from streams.config import ConfigError
 
@@ -137,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dbopt {args.command}: {type(exc).__name__}: {first_line}", file=sys.stderr)
         log.debug("%s failed", args.command, exc_info=True)
         return EXIT_FAILURE
+        if isinstance(exc, KafkaException):  # a refused login or TLS handshake says which setting to fix
+            from streams.config import load_settings
+            from streams.kafka.clients import diagnose
+
+            problem = diagnose(load_settings())
+            if problem is not None:
+                print(f"dbopt {args.command}: {problem}", file=sys.stderr)
 
 
 if __name__ == "__main__":

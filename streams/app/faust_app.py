@@ -75,6 +75,22 @@ def prepare_changelogs(app: faust.App, settings: Settings, partitions: int) -> N
         )
 
 
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's (aiokafka's) view of ``DBOPT_KAFKA_*``: the same TLS context and SASL login the
+    confluent-kafka clients get from :func:`streams.kafka.clients.connection_config`."""
+    security = settings.kafka
+    context = clients.ssl_context(settings)
+    if security.sasl:
+        assert security.sasl_password is not None  # checked by KafkaSecurity
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security.sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=security.sasl_mechanism,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def create_app(settings: Settings, partitions: int) -> faust.App:
     """The app: the windows agent and its tick timer, the detector, and the web surface
     (``/metrics``, ``/healthz``, ``/readyz`` on ``DBOPT_WORKER_WEB_HOST`` only)."""
@@ -82,6 +98,7 @@ def create_app(settings: Settings, partitions: int) -> faust.App:
     app = faust.App(
         windows.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
         store=windows.store,
         datadir=str(data_dir(settings)),
         web_host=windows.web_host,

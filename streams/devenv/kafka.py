@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from .process import StartError, read_pid, run, start_daemon, stop_daemon, tail
+from .secure import SecureListener
 
 # Newest 4.x release fully published on Maven Central that aiokafka 0.14 (faust-streaming
 # 0.15) and confluent-kafka 2.x work with; see docs/ARCHITECTURE.md ("Kafka version").
@@ -28,6 +30,7 @@ class KafkaBroker:
     port: int = 19092
     controller_port: int = 19093
     heap: str = "1g"
+    secure_port: int | None = None  # an additional SASL_SSL listener (up --secure): streams/devenv/secure.py
 
     @property
     def home(self) -> Path:
@@ -52,6 +55,22 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure(self) -> SecureListener | None:
+        if self.secure_port is None:
+            return None
+        return SecureListener(self.run_dir / "kafka" / "secure", self.secure_port)
+
+    def secure_listening(self) -> bool:
+        """The running broker has the SASL_SSL listener (it was started with ``up --secure``)."""
+        if self.secure_port is None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", self.secure_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def fetch(self) -> None:
         """Download the broker's jars with Maven unless they are already there."""
@@ -78,16 +97,23 @@ class KafkaBroker:
 
     def _write_config(self) -> Path:
         props = self.home / "server.properties"
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        secure_lines: list[str] = []
+        if self.secure is not None:
+            self.secure.make_certificates()
+            listeners.append(f"SASL_SSL://127.0.0.1:{self.secure.port}")
+            secure_lines = self.secure.broker_properties()
         props.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners={','.join(listeners)}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+                    *secure_lines,
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
@@ -133,6 +159,11 @@ class KafkaBroker:
     def start(self) -> None:
         if self.running_pid() is not None and self.ready():
             print(f"kafka {self.version} already running on {self.bootstrap}")
+            if self.secure is not None and not self.secure_listening():
+                print(f"warning: the running broker has no SASL_SSL listener on port {self.secure.port} (it was "
+                      "started without --secure): restart it once (make down && make up) to get it", file=sys.stderr)
+            elif self.secure is not None:
+                self.secure.add_user(self.bootstrap)
             return
         self.fetch()
         props = self._write_config()
@@ -150,6 +181,9 @@ class KafkaBroker:
             ready=self.ready,
             what=f"Kafka {self.version}",
         )
+        if self.secure is not None:
+            self.secure.add_user(self.bootstrap)
+            print(f"kafka SASL_SSL ({self.secure.port}) with user dbopt, CA {self.secure.ca_file}")
         print(f"kafka {self.version} ready on {self.bootstrap} (pid {pid})")
 
     def stop(self) -> None:

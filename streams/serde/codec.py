@@ -68,7 +68,13 @@ class Codec:
         if settings.schema_registry_url:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+            auth = settings.schema_registry
+            config: dict[str, Any] = {"url": settings.schema_registry_url}
+            if auth.username is not None and auth.password is not None:
+                config["basic.auth.user.info"] = f"{auth.username}:{auth.password.get_secret_value()}"
+            if auth.ca_file is not None:
+                config["ssl.ca.location"] = auth.ca_file
+            registry = SchemaRegistryClient(config)
         return cls(registry=registry)
 
     # -- encoding -------------------------------------------------------------------
