@@ -58,6 +58,8 @@ COMMANDS: dict[str, str] = {
     "collect": "streams.collect.agent",
     "pools": "streams.pools.cli",
     "config": "streams.config_cli",
+    "serve": "streams.serve.cli",
+    "ui": "streams.serve.ui_cli",
 }
 
 

@@ -358,7 +358,7 @@ class DetectSettings(Group):
     baseline_min_windows: int = Field(3, ge=1, description="Windows needed before regressions are judged")
 
 
-Aggressiveness = Literal["conservative", "moderate", "aggressive"]
+Aggressiveness = Literal["recommend", "conservative", "moderate", "aggressive"]
 
 
 class ExecutorSettings(Group):
@@ -369,7 +369,8 @@ class ExecutorSettings(Group):
         Aggressiveness, Env("DBOPT_AGGRESSIVENESS"), BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
     ] = Field(
         "moderate",
-        description="Automatic actions applied: conservative (ANALYZE, VACUUM), moderate (+ CREATE INDEX, "
+        description="Automatic actions applied: recommend (none: every automatic command waits for an operator's "
+        "approval in dbopt serve), conservative (ANALYZE, VACUUM), moderate (+ CREATE INDEX, "
         "REINDEX), aggressive (+ DROP INDEX; acts as moderate in peak and proposal season)",
     )
     max_indexes_per_table: Annotated[int, Env("DBOPT_MAX_INDEXES_PER_TABLE")] = Field(
@@ -771,6 +772,125 @@ class RegistryAuth(Group):
         return self
 
 
+def _ui_users(value: SecretStr | None) -> SecretStr | None:
+    from streams.serve.auth import parse_users  # the one parser of DBOPT_UI_USERS; imported late (a stage module)
+
+    if value is not None:
+        parse_users(value.get_secret_value())
+    return value
+
+
+class ServeSettings(Group):
+    """The live page and HTTP API, `dbopt serve` (DBOPT_SERVE_*, DBOPT_UI_USERS); see docs/serve.md."""
+
+    env_prefix: ClassVar[str] = "DBOPT_SERVE_"
+    host: str = Field("127.0.0.1", min_length=1, description="Address `dbopt serve` listens on")
+    port: int = Field(8080, ge=0, le=65535, description="Port of `dbopt serve` (0: any free port)")
+    users: Annotated[SecretStr | None, Env("DBOPT_UI_USERS"), AfterValidator(_ui_users)] = Field(
+        None, description="Comma list of name:role:bcrypt-hash (roles viewer, operator; hashes from "
+        "`dbopt ui hash-password`) (secret); unset: dbopt serve refuses to start"
+    )
+    session_secret: SecretStr | None = Field(
+        None, description="Key that signs the login session cookies (secret); unset: a random key per process "
+        "(sessions end with it; replicas behind one address need the same key)"
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="A login session ends after this long (s)")
+    cookie_secure: bool = Field(False, description="Send the session cookie only over HTTPS (set behind TLS)")
+    retention_s: PositiveFloat = Field(
+        6 * 3600.0, description="The view keeps this much history per key (windows, alerts, optimizations) (s)"
+    )
+    max_windows_per_key: int = Field(720, ge=1, description="Most windows kept per (service, fingerprint/context)")
+    max_keys: int = Field(5000, ge=1, description="Most window series kept; the least recently updated go first")
+    max_records: int = Field(
+        5000, ge=1, description="Most alerts, and most optimizations, kept in the view (the oldest go first)"
+    )
+    warn_ratio: float = Field(
+        0.8, gt=0, le=1, description="p95 at or above this fraction of the SLO shows amber (above the SLO: red)"
+    )
+    stale_s: PositiveFloat = Field(
+        300.0, description="A series without a closed window for this long shows grey (no recent traffic) (s)"
+    )
+    history_refresh_s: PositiveFloat = Field(
+        30.0, description="How often the executor's audit table is read again for history (s)"
+    )
+    consumer_group: str = Field(
+        "dbopt-serve", min_length=1, description="Prefix of the consumer group of each dbopt serve process "
+        "(+ host, pid and a random suffix: every process reads the topics from the beginning)"
+    )
+    poll_timeout_s: float = Field(0.25, ge=0.01, le=2.0, description="Longest wait for a record in one poll (s)")
+
+
+def _readable_file(path: str) -> str:
+    if not Path(path).is_file() or not os.access(path, os.R_OK):
+        raise ValueError("is not a readable file")
+    return path
+
+
+ReadableFile = Annotated[str, AfterValidator(_readable_file)]
+_Upper = BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v)
+
+
+class KafkaSecurity(Group):
+    """How every Kafka client reaches the brokers: TLS and SASL (DBOPT_KAFKA_*).
+
+    Applied in one place per client library: ``streams.kafka.clients.connection_config``
+    (confluent-kafka: the SDK, the stages' loop, admin) and ``streams.app.faust_app`` (Faust/aiokafka).
+    """
+
+    env_prefix: ClassVar[str] = "DBOPT_KAFKA_"
+    security_protocol: Annotated[Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], _Upper] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: Annotated[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], _Upper] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name (required with SASL_*)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret; required with SASL_*)")
+    ssl_ca_file: ReadableFile | None = Field(
+        None, description="PEM file of the CA(s) the brokers' certificates are checked against; unset: the system's"
+    )
+    ssl_cert_file: ReadableFile | None = Field(None, description="PEM client certificate (mutual TLS), with the key")
+    ssl_key_file: ReadableFile | None = Field(None, description="PEM private key of the client certificate")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted private key (secret)")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        protocol = f"DBOPT_KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+        if self.sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"{protocol} needs DBOPT_KAFKA_SASL_USERNAME and DBOPT_KAFKA_SASL_PASSWORD")
+        if not self.sasl and (self.sasl_username or self.sasl_password is not None):
+            raise ValueError(f"DBOPT_KAFKA_SASL_USERNAME/PASSWORD are set but {protocol} uses no SASL")
+        files = (self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file, self.ssl_key_password)
+        if not self.tls and any(f is not None for f in files):
+            raise ValueError(f"DBOPT_KAFKA_SSL_* are set but {protocol} uses no TLS (SSL or SASL_SSL)")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("DBOPT_KAFKA_SSL_CERT_FILE and DBOPT_KAFKA_SSL_KEY_FILE go together (mutual TLS)")
+        return self
+
+
+class RegistryAuth(Group):
+    """Credentials and TLS trust for the schema registry at DBOPT_SCHEMA_REGISTRY_URL (DBOPT_SCHEMA_REGISTRY_*)."""
+
+    env_prefix: ClassVar[str] = "DBOPT_SCHEMA_REGISTRY_"
+    username: str | None = Field(None, description="HTTP basic auth user (Confluent Cloud: the API key)")
+    password: SecretStr | None = Field(None, description="HTTP basic auth password (secret; Confluent Cloud: the API secret)")
+    ca_file: ReadableFile | None = Field(None, description="PEM CA file for an https:// registry; unset: the system's")
+
+    @model_validator(mode="after")
+    def _both(self) -> Self:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("DBOPT_SCHEMA_REGISTRY_USERNAME and DBOPT_SCHEMA_REGISTRY_PASSWORD go together")
+        return self
+
+
 class Settings(Overridable, BaseSettings):
     """Every dbopt setting. Built from the environment by :func:`load_settings` only."""
 
@@ -828,6 +948,7 @@ class Settings(Overridable, BaseSettings):
     collect: CollectSettings = Field(default_factory=CollectSettings, description="dbopt collect")
     pools: PoolSettings = Field(default_factory=PoolSettings, description="Pool alerts, budget and advice")
     alert_rules: AlertRuleSettings = Field(default_factory=AlertRuleSettings, description="Error and surge alerts")
+    serve: ServeSettings = Field(default_factory=ServeSettings, description="dbopt serve: the live page and API")
 
     @model_validator(mode="after")
     def _own_schema_not_searched(self) -> Self:

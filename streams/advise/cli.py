@@ -81,6 +81,13 @@ def _decision_lines(decision: Decision) -> list[str]:
 
 
 def _as_json(shape: QueryShape, ev: QueryEvaluation | None, decision: Decision | None, error: str | None) -> str:
+    return json.dumps(analysis_document(shape, ev, decision, error), indent=2, default=str)
+
+
+def analysis_document(
+    shape: QueryShape, ev: QueryEvaluation | None, decision: Decision | None, error: str | None
+) -> dict[str, Any]:
+    """The analysis as one JSON-able document (``--json``, and ``POST /api/analyze`` of dbopt serve)."""
     doc: dict[str, Any] = {"shape": asdict(shape), "error": error}
     if ev is not None:
         doc["cost_before"] = ev.cost_before
@@ -101,7 +108,7 @@ def _as_json(shape: QueryShape, ev: QueryEvaluation | None, decision: Decision |
             "analyze": [{"sql": analyze_statement(s.table, s.schema), "reason": why} for s, why in decision.analyze],
             "no_index": [why for _, why in decision.unserved],
         }
-    return json.dumps(doc, indent=2, default=str)
+    return doc
 
 
 def run(args: argparse.Namespace) -> int:

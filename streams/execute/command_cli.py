@@ -38,6 +38,12 @@ def submit(settings: Settings, sql: str, *, emergency: bool = False, reason: str
         raise ValueError("--sql is empty")
     key = command_key(settings)
     record = sign(build_command("operator", action_of(sql), sql, emergency=emergency, reason=reason), key)
+    send_command(settings, record)
+    return record
+
+
+def send_command(settings: Settings, record: OptimizationCommand) -> None:
+    """Produce one signed command and wait for the broker's acknowledgement (RuntimeError if none)."""
     topic = settings.topics.commands
     value = Codec.from_settings(settings).encode_record(record, topic=topic)
     errors: list[str] = []
@@ -52,7 +58,6 @@ def submit(settings: Settings, sql: str, *, emergency: bool = False, reason: str
     remaining = producer.flush(30)
     if remaining or errors:
         raise RuntimeError(f"the command was not delivered to {topic} ({settings.kafka_bootstrap}): {errors or 'timeout'}")
-    return record
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,11 +3,14 @@
 Rules, in order:
 
 1. **Aggressiveness** decides which *automatic* actions (origin ``advisor``/``verifier``) apply:
-   conservative = ANALYZE, VACUUM; moderate = + CREATE INDEX, REINDEX; aggressive = + DROP INDEX.
-   In peak and proposal season ``aggressive`` acts as ``moderate`` (no automatic drops while
-   traffic is high). A command an operator submitted is an explicit human decision and a
-   rollback (``rollback_of`` set) undoes a change, so aggressiveness never blocks those.
-   A blocked action is rejected: it stays a recommendation for a human.
+   recommend = none; conservative = ANALYZE, VACUUM; moderate = + CREATE INDEX, REINDEX;
+   aggressive = + DROP INDEX. In peak and proposal season ``aggressive`` acts as ``moderate`` (no
+   automatic drops while traffic is high). A command an operator submitted is an explicit human
+   decision and a rollback (``rollback_of`` set) undoes a change, so aggressiveness never blocks
+   those, except at ``recommend``: there dbopt applies nothing by itself, rollbacks included, and
+   every automatic command is deferred (with no time to look again) as a recommendation.
+   At the other levels a blocked action is rejected: it stays a recommendation for a human.
+   :func:`needs_approval` says which commands wait for a person (``dbopt serve`` shows them).
 2. **At most N indexes per table** (``DBOPT_MAX_INDEXES_PER_TABLE``, default 10), for everyone.
 3. **One operation per table at a time**: a table with a running operation defers the command.
 4. **Freeze days** (wedding days, ``DBOPT_FREEZE_WEEKDAYS``): every change is deferred until the
@@ -21,7 +24,9 @@ from datetime import datetime, timedelta
 
 from streams.domain.calendar import Calendar
 
+RECOMMEND = "recommend"  # the aggressiveness that applies nothing by itself
 AUTO_ACTIONS: dict[str, frozenset[str]] = {
+    RECOMMEND: frozenset(),
     "conservative": frozenset({"analyze", "vacuum"}),
     "moderate": frozenset({"analyze", "vacuum", "create_index", "reindex"}),
     "aggressive": frozenset({"analyze", "vacuum", "create_index", "reindex", "drop_index"}),
@@ -65,6 +70,21 @@ def effective_aggressiveness(level: str, season: str) -> str:
     return level
 
 
+def needs_approval(request: Request, aggressiveness: str, season: str) -> str | None:
+    """Why ``request`` waits for a person at this aggressiveness and season; None: it may run by itself."""
+    if request.origin == "operator":
+        return None
+    if aggressiveness == RECOMMEND:
+        return (f"{request.action} waits for an operator: at aggressiveness recommend dbopt applies nothing by "
+                "itself; it is a recommendation: approve it in dbopt serve or submit it with `dbopt command submit`")
+    level = effective_aggressiveness(aggressiveness, season)
+    if request.is_rollback or request.action in AUTO_ACTIONS[level]:
+        return None
+    note = "" if level == aggressiveness else f" ({aggressiveness} acts as {level} in {season} season)"
+    return (f"{request.action} is not applied automatically at aggressiveness {level}{note}; it stays a "
+            "recommendation: an operator can approve it in dbopt serve or submit it with `dbopt command submit`")
+
+
 def decide(
     request: Request,
     *,
@@ -76,12 +96,9 @@ def decide(
     now = calendar.now()
     season = calendar.season(now)
     level = effective_aggressiveness(aggressiveness, season)
-    if request.origin != "operator" and not request.is_rollback and request.action not in AUTO_ACTIONS[level]:
-        note = "" if level == aggressiveness else f" ({aggressiveness} acts as {level} in {season} season)"
-        return Decision.reject(
-            f"{request.action} is not applied automatically at aggressiveness {level}{note}; "
-            "it stays a recommendation: an operator can submit it with `dbopt command submit`"
-        )
+    waits = needs_approval(request, aggressiveness, season)
+    if waits is not None:  # recommend: deferred until a person decides; other levels: rejected
+        return Decision.defer(waits, None) if aggressiveness == RECOMMEND else Decision.reject(waits)
     if (
         request.action == "create_index"
         and request.index_count is not None
