@@ -905,6 +905,13 @@ class Settings(Overridable, BaseSettings):
         SecretUrl("postgresql://dbopt:dbopt@127.0.0.1:15432/dbopt"),
         description="Target database, postgresql://user:password@host:port/database (secret: password masked)",
     )
+    databases: Annotated[
+        dict[str, Annotated[SecretUrl, AfterValidator(_database_url)]], BeforeValidator(_json)
+    ] = Field(
+        {}, description='Several target databases: JSON {"name": "postgresql://...", ...}; an event\'s, window\'s, '
+        "alert's or command's database field selects one by name, any other name (or none) means "
+        "DBOPT_DATABASE_URL; `dbopt executor --database NAME` serves one (secret: passwords masked)",
+    )
     database_search_path: CommaList[Annotated[str, AfterValidator(_schema_name)]] = Field(
         ("public",),
         min_length=1,
@@ -970,6 +977,17 @@ class Settings(Overridable, BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Only the constructor's arguments: the environment comes in through load_settings()."""
         return (init_settings,)
+
+
+def settings_database(settings: Settings, name: str | None) -> str | None:
+    """The DBOPT_DATABASES entry a record's ``database`` field selects; None: the default database."""
+    return name if name is not None and name in settings.databases else None
+
+
+def database_url_of(settings: Settings, name: str | None) -> SecretStr:
+    """The URL of the database a record's ``database`` field selects (DBOPT_DATABASE_URL by default)."""
+    chosen = settings_database(settings, name)
+    return settings.database_url if chosen is None else settings.databases[chosen]
 
 
 # ---------------------------------------------------------------------------------------------

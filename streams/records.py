@@ -32,7 +32,7 @@ Severity = Literal["info", "warning", "high", "critical"]
 AlertKind = Literal["slo", "regression", "pool", "errors", "surge", "budget", "statement"]
 WindowKind = Literal["tumbling", "hopping"]
 EpochMs: TypeAlias = Annotated[int, "timestamp-millis"]  # an Avro timestamp-millis: int epoch milliseconds
-ResultStatus = Literal["applied", "rejected", "deferred", "failed", "duplicate", "rolled_back", "kept"]
+ResultStatus = Literal["applied", "rejected", "deferred", "failed", "duplicate", "rolled_back", "kept", "expired"]
 
 RECORD_TYPES: dict[str, type[AvroRecord]] = {}  # Avro record name -> class
 
@@ -141,6 +141,7 @@ class WindowStats(AvroRecord, kw_only=True):
     query_text: str | None = None
     tables: tuple[str, ...] = ()
     emitted_at: EpochMs = 0
+    database: str | None = None  # v2: the target database (DBOPT_DATABASES name); None: the default
 
 
 class Alert(AvroRecord, kw_only=True):
@@ -167,6 +168,7 @@ class Alert(AvroRecord, kw_only=True):
     season: str | None = None
     pool_name: str | None = None
     recommended_max_size: int | None = None
+    database: str | None = None  # v3: the target database (DBOPT_DATABASES name); None: the default
 
 
 class OptimizationCommand(AvroRecord, kw_only=True):
@@ -216,6 +218,7 @@ class OptimizationResult(AvroRecord, kw_only=True):
     cost_before: float | None = None
     cost_after: float | None = None
     executor_id: str = ""
+    database: str | None = None  # v2: the target database (DBOPT_DATABASES name); None: the default
 
 
 class DeadLetter(AvroRecord, kw_only=True):

@@ -81,12 +81,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "criticality": "critical", "count": 1200, "errors": 2, "rows": 3600, "min_ms": 0.4, "max_ms": 310.0,
             "sum_ms": 21000.5, "p50_ms": 11.0, "p95_ms": 61.5, "p99_ms": 140.25, "statement_type": "SELECT",
             "query_text": "SELECT * FROM bookings WHERE wedding_id = $1", "tables": ["bookings"], "emitted_at": T0 + 5000,
+            "database": "weddings_eu",
         },
         {
             "window_id": "ws-2", "window_kind": "hopping", "window_start": T0 - 300_000, "window_end": T0,
             "service": "vendor-service", "fingerprint": None, "context": "vendor_search", "criticality": "high",
             "count": 1, "errors": 0, "rows": 0, "min_ms": 5.0, "max_ms": 5.0, "sum_ms": 5.0, "p50_ms": 5.0,
             "p95_ms": 5.0, "p99_ms": 5.0, "statement_type": None, "query_text": None, "tables": [], "emitted_at": 0,
+            "database": None,
         },
     ],
     "Alert": [
@@ -96,13 +98,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "baseline_ms": 12.0, "window_start": T0 - 60_000, "window_end": T0,
             "query_text": "SELECT * FROM bookings WHERE wedding_id = $1", "message": "p95 61.5 ms > SLO 50 ms",
             "created_at": T0 + 10, "metric": None, "season": None, "pool_name": None, "recommended_max_size": None,
+            "database": "weddings_eu",
         },
         {
             "alert_id": "al-2", "state": "resolved", "severity": "info", "kind": "pool", "service": "guest-service",
             "context": "guest_management", "fingerprint": None, "p95_ms": 0.0, "threshold_ms": 0.75,
             "baseline_ms": None, "window_start": T0, "window_end": T0 + 60_000, "query_text": None, "message": "",
             "created_at": 0, "metric": "utilization", "season": "peak", "pool_name": "replica",
-            "recommended_max_size": 8,
+            "recommended_max_size": 8, "database": None,
         },
     ],
     "OptimizationCommand": [
@@ -130,12 +133,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "index_name": "dbopt_bookings_wedding_id", "finished_at": T0 + 9000, "duration_ms": 8123.5,
             "p95_before_ms": 61.5, "p95_after_ms": 4.25, "write_p95_before_ms": 2.0, "write_p95_after_ms": 2.5,
             "cost_before": 35811.0, "cost_after": 8.44, "executor_id": "executor-0",
+            "database": "weddings_eu",
         },
         {
             "command_id": "cmd-3", "status": "deferred", "reason": "Saturday freeze", "table": None,
             "sql": "ANALYZE payments", "rollback_sql": None, "index_name": None, "finished_at": T0,
             "duration_ms": None, "p95_before_ms": None, "p95_after_ms": None, "write_p95_before_ms": None,
             "write_p95_after_ms": None, "cost_before": None, "cost_after": None, "executor_id": "",
+            "database": None,
         },
     ],
     "DeadLetter": [

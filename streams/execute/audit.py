@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from streams.records import OptimizationCommand
 
 TABLE = "dbopt_audit"
-STATUSES = ("running", "applied", "rejected", "deferred", "failed", "rolled_back", "kept")
+STATUSES = ("running", "applied", "rejected", "deferred", "failed", "rolled_back", "kept", "expired")
 # statuses of an index creation whose index dbopt still owns
 LIVE_INDEX_STATUSES = ("applied", "kept")
 
@@ -46,9 +46,13 @@ CREATE TABLE IF NOT EXISTS {table} (
     duration_ms     double precision,
     deferred_until  timestamptz,
     result_emitted  boolean NOT NULL DEFAULT false,
-    command         jsonb NOT NULL
-)
+    command         jsonb NOT NULL,
+    database        text
+);
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS database text
 """
+# a table made by an older dbopt has a status CHECK without the newer statuses (expired)
+_STATUS_CHECK = "dbopt_audit_status_check"
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,14 @@ class AuditRow:
     deferred_until: datetime | None
     result_emitted: bool
     command: OptimizationCommand  # the signed command as received (stored as its Avro-shaped JSON)
+    database: str | None = None  # the DBOPT_DATABASES name the executor serves (None: the default database)
 
 
 class Audit:
-    def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], schema: str, database: str | None = None) -> None:
         self.conn = conn
         self.schema = schema
+        self.database = database
         self.table = sql.Identifier(schema, TABLE)
 
     def ensure(self) -> None:
@@ -85,6 +91,14 @@ class Audit:
         ddl = sql.SQL(_DDL).format(schema=sql.Identifier(self.schema), table=self.table, statuses=statuses)
         with self.conn.transaction():
             self.conn.execute(ddl)
+            check = self.conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                (f"{self.schema}.{TABLE}", _STATUS_CHECK),
+            ).fetchone()
+            if check is None or not all(f"'{status}'" in check[0] for status in STATUSES):
+                self.conn.execute(sql.SQL("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c}, ADD CONSTRAINT {c} "
+                                          "CHECK (status IN ({s}))").format(
+                    t=self.table, c=sql.Identifier(_STATUS_CHECK), s=statuses))
 
     def _rows(self, where: str, params: dict[str, Any]) -> list[AuditRow]:
         query = sql.SQL("SELECT * FROM {} WHERE " + where + " ORDER BY received_at").format(self.table)
@@ -118,12 +132,12 @@ class Audit:
             """
             INSERT INTO {t} (command_id, origin, action, status, reason, table_name, index_name, sql,
                              rollback_sql, rollback_of, emergency, executor_id, started_at, finished_at,
-                             duration_ms, deferred_until, command)
+                             duration_ms, deferred_until, command, database)
             VALUES (%(id)s, %(origin)s, %(action)s, %(status)s, %(reason)s, %(table)s, %(index)s, %(sql)s,
                     %(rollback_sql)s, %(rollback_of)s, %(emergency)s, %(executor)s,
                     CASE WHEN %(started)s THEN now() END,
                     CASE WHEN %(status)s <> 'running' THEN now() END,
-                    %(duration)s, %(until)s, %(command)s)
+                    %(duration)s, %(until)s, %(command)s, %(database)s)
             ON CONFLICT (command_id) DO UPDATE SET
                 status = EXCLUDED.status, reason = EXCLUDED.reason, table_name = EXCLUDED.table_name,
                 index_name = EXCLUDED.index_name, sql = EXCLUDED.sql, rollback_sql = EXCLUDED.rollback_sql,
@@ -152,6 +166,7 @@ class Audit:
                 "duration": duration_ms,
                 "until": deferred_until,
                 "command": Jsonb(command.to_avro()),
+                "database": self.database,
             },
         )
 

@@ -32,6 +32,7 @@ def from_row(row: AuditRow, executor_id: str, *, status: str | None = None, reas
         cost_before=row.command.cost_before,
         cost_after=row.command.cost_after,
         executor_id=executor_id,
+        database=row.database,
     )
 
 
