@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Mapping
 
 import psycopg
+from prometheus_client import Counter
 
 from streams.advise.analysis import analyze_sql
 from streams.advise.candidates import created_index_name
@@ -33,6 +34,9 @@ from streams.kafka.loop import Emit
 from streams.records import Alert, OptimizationCommand, OptimizationResult, WindowStats
 
 log = logging.getLogger("dbopt.advisor")
+COMMANDS = Counter("dbopt_advisor_commands", "Commands the advisor sent, by origin (advisor, verifier) and action.",
+                   ["origin", "action"])
+VERDICTS = Counter("dbopt_advisor_verdicts", "Verification verdicts on applied indexes: keep or rollback.", ["verdict"])
 ACTIONABLE_KINDS = frozenset({"slo", "regression", "statement"})
 _RETRY_MS = 10_000
 
@@ -101,6 +105,7 @@ class Advisor:
         if self.waiting and now_ms >= self.retry_at_ms and not self._advise():
             self.retry_at_ms = now_ms + _RETRY_MS
         for pending, verdict in self.verifier.due(now_ms):
+            VERDICTS.labels("keep" if verdict.keep else "rollback").inc()
             if verdict.keep:
                 log.info("keeping %s: %s", pending.index_name, verdict.reason)
                 self.outbox.append(Emit(self.settings.topics.results, pending.command_id,
@@ -114,6 +119,7 @@ class Advisor:
         if command.command_id in self.proposed:
             return
         self.proposed.add(command.command_id)
+        COMMANDS.labels(command.origin, command.action).inc()
         self.outbox.append(Emit(self.settings.topics.commands, command.command_id, command))
 
     def _advise(self) -> bool:

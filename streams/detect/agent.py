@@ -23,8 +23,9 @@ from faust.types import AgentT, EventT, StreamT
 
 from streams.config import Settings
 from streams.detect.detector import Detector
+from streams.domain.slo import slo_ms
 from streams.ingest import Rejected, dead_letter
-from streams.observe.metrics import ALERTS, DLQ_RECORDS
+from streams.observe.metrics import ALERTS, DLQ_RECORDS, LAST_WINDOWS
 from streams.records import WindowStats
 from streams.serde import Codec, DecodeError
 
@@ -64,6 +65,9 @@ def register(app: faust.App, settings: Settings) -> AgentT:
             await reject(event, Rejected("not_window_stats", f"record is a {window.SCHEMA}"), now_ms)
             return
         outcome = detector.evaluate(window, now_ms)
+        if window.fingerprint is None and window.window_kind == "tumbling":  # the per-context gauges
+            LAST_WINDOWS.set(window.service, window.context, window.p95_ms,
+                             slo_ms(window.context, window.window_start, settings.domain, settings.timezone))
         for alert in outcome.alerts:
             value = codec.encode_record(alert, topic=topics.alerts)
             delivery = await alerts.send(key=alert.alert_id.encode(), value=value)

@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+import prometheus_client
 import psycopg
 from psycopg import sql
 
@@ -52,6 +53,11 @@ from .results import from_row, unverified
 
 log = logging.getLogger("dbopt.executor")
 T = TypeVar("T")
+RESULTS = prometheus_client.Counter("dbopt_executor_results", "Results the executor sent (acknowledged), by status.",
+                                    ["status"])
+ROLLBACKS = prometheus_client.Counter("dbopt_executor_rollbacks", "Rollback commands the executor ran.")
+DB_UP = prometheus_client.Gauge("dbopt_executor_db_up", "1 while the executor has its PostgreSQL session, 0 while it "
+                                "waits for the database.")
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class Executor:
         self._drop_invalid_indexes()
         self.outbox += [ResultToSend(r.command_id, from_row(r, self.executor_id), True) for r in self.audit.pending_results()]
         log.info("executor %s connected and holds the executor lock", self.executor_id)
+        DB_UP.set(1)
 
     def _with_db(self, work: Callable[[], T]) -> T:
         """Run ``work`` with a healthy session; while PostgreSQL is unavailable, retry with backoff."""
@@ -130,6 +137,7 @@ class Executor:
             except psycopg.OperationalError as exc:
                 if self._connected():
                     raise
+                DB_UP.set(0)
                 log.warning("PostgreSQL unavailable (%s); retrying in %.1fs", str(exc).strip().splitlines()[0], delay)
                 self._close_db()
                 if self.stop.wait(delay):
@@ -244,6 +252,7 @@ class Executor:
         status, reason = "applied", f"applied in {duration:.0f} ms ({decision.reason})"
         if original is not None:
             status, reason = "rolled_back", f"rolled back command {original.command_id} in {duration:.0f} ms"
+            ROLLBACKS.inc()
         undone = original or facts.creator
         if undone is not None:
             self.audit.mark_undone(undone.command_id, f"undone by command {record.command_id}")
@@ -301,6 +310,7 @@ class Executor:
         """The broker has these results: count them, and mark the audited ones emitted."""
         for item in sent:
             self.report.statuses[item.result.status] += 1
+            RESULTS.labels(item.result.status).inc()
         audited = [item.result.command_id for item in sent if item.audited]
         if audited:
             self._with_db(lambda: [self.audit.mark_result_emitted(cid) for cid in audited])

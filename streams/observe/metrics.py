@@ -15,13 +15,20 @@ dbopt_fingerprint_overflow_total        counter    service             events fo
 dbopt_windows_emitted_total             counter    kind                closed windows emitted
 dbopt_alerts_total                      counter    severity, state     alerts sent
 dbopt_consumer_lag_messages             gauge      topic, partition    messages not yet processed
+dbopt_context_p95_seconds               gauge      service, context    p95 of the last closed window
+dbopt_context_slo_p95_seconds           gauge      service, context    the p95 SLO that applied to it
 dbopt_processing_seconds                histogram  topic               time an agent spent on an event
 =====================================  =========  ==================  ===============================
+
+The two ``dbopt_context_*`` gauges (set by the detector agent from the tumbling context rows) are
+bounded: at most :data:`MAX_CONTEXT_SERIES` (service, context) pairs, the least recently updated
+pair's series are removed first.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any
 
 import faust
@@ -49,6 +56,35 @@ ALERTS = Counter("dbopt_alerts", "Alerts sent, by severity and state.", ["severi
 CONSUMER_LAG = Gauge(
     "dbopt_consumer_lag_messages", "Messages in a partition not yet processed by this worker.", ["topic", "partition"]
 )
+CONTEXT_P95 = Gauge(
+    "dbopt_context_p95_seconds", "p95 of the last closed tumbling window of a (service, context).", ["service", "context"]
+)
+CONTEXT_SLO = Gauge(
+    "dbopt_context_slo_p95_seconds", "The p95 SLO (season-aware) that applied to that window.", ["service", "context"]
+)
+MAX_CONTEXT_SERIES = 500
+
+
+class LastWindows:
+    """Sets the ``dbopt_context_*`` gauges, keeping at most ``limit`` (service, context) label sets."""
+
+    def __init__(self, limit: int = MAX_CONTEXT_SERIES) -> None:
+        self.limit = limit
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def set(self, service: str, context: str, p95_ms: float, slo_ms: float) -> None:
+        key = (service, context)
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.limit:
+            old, _ = self._seen.popitem(last=False)
+            CONTEXT_P95.remove(*old)
+            CONTEXT_SLO.remove(*old)
+        CONTEXT_P95.labels(*key).set(p95_ms / 1000)
+        CONTEXT_SLO.labels(*key).set(slo_ms / 1000)
+
+
+LAST_WINDOWS = LastWindows()
 PROCESSING = Histogram(
     "dbopt_processing_seconds",
     "Time an agent spent on one event.",
