@@ -24,7 +24,6 @@ pool's ``configure`` callback, as above.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -47,7 +46,8 @@ MAX_SAMPLES = 4096  # checkout waits kept per interval; beyond, a uniform reserv
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100) of a non-empty list."""
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil without float surprises
+    return ordered[int(rank) - 1]
 
 
 class CheckoutTimes:

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from streams import db
 from streams.cli_args import add_logging_arguments, positive_float, positive_int
 from streams.client import EventProducer, instrument, watch_pool
+from streams.client.pool import percentile
 from streams.config import Settings, load_settings
 from streams.demo.schema import TABLE_NAMES
 from streams.demo.workload import (
@@ -54,13 +55,6 @@ class SimulateError(RuntimeError):
 
 
 # -- statistics ------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil without float surprises
-    return ordered[int(rank) - 1]
 
 
 @dataclass
