@@ -63,7 +63,8 @@ def alert_id(kind: str, service: str, context: str, fingerprint: str | None, sta
 
 
 def series_key(window: WindowStats) -> str:
-    return json.dumps([window.window_kind, window.service, window.context, window.fingerprint])
+    extra = [] if window.database is None else [window.database]  # several databases: one series each
+    return json.dumps([window.window_kind, window.service, window.context, window.fingerprint, *extra])
 
 
 def _fresh_state() -> dict[str, Any]:
@@ -185,4 +186,5 @@ class Detector:
             query_text=window.query_text,
             message=f"{what}: p95 {window.p95_ms:.1f} ms {verb} the {limit} of {judgement.threshold_ms:.1f} ms",
             created_at=now_ms,
+            database=window.database,
         )
