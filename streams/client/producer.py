@@ -29,7 +29,7 @@ from streams.client.metrics import EVENTS_DROPPED, EVENTS_SENT, DropLog
 from streams.config import Settings
 from streams.kafka import clients
 from streams.kafka.topics import ensure_in_background
-from streams.records import AvroRecord, QueryEvent
+from streams.records import QueryEvent, Record
 from streams.serde import Codec, SchemaError
 from streams.sql import StatementCache
 
@@ -150,7 +150,7 @@ class EventProducer:
         return True
 
     def produce_record(
-        self, topic: str, record: AvroRecord, on_delivery: Callable[[KafkaError | None, Message], None]
+        self, topic: str, record: Record, on_delivery: Callable[[KafkaError | None, Message], None]
     ) -> None:
         """Queue another dbopt record keyed by the service (``watch_pool``'s PoolSnapshots) on the
         same connection; the caller counts its own deliveries. Raises ``BufferError`` when full."""

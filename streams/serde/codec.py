@@ -157,6 +157,8 @@ class Codec:
             text = self.registry.get_schema(schema_id).schema_str
         except Exception as exc:  # noqa: BLE001 - registry errors become a decode reason
             raise DecodeError("unknown_schema", f"schema id {schema_id} not in registry: {exc}") from exc
+        if text is None:
+            raise DecodeError("unknown_schema", f"schema id {schema_id} has no schema text in the registry")
         writer = parse_revision(json.loads(text))
         if writer.name not in self.schemas.current:
             raise DecodeError("unknown_schema", f"schema id {schema_id} is {writer.name}, not a dbopt schema")
