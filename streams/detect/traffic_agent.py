@@ -12,19 +12,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import faust
-from faust.types import StreamT
+from faust.types import StreamT, TopicT
 
 from streams.config import Settings
 from streams.detect.traffic import TrafficDetector
 from streams.observe.metrics import ALERTS
-from streams.records import WindowStats
+from streams.records import Alert, WindowStats
 from streams.serde import Codec, DecodeError
 
 log = logging.getLogger(__name__)
 TABLE_NAME = "dbopt-traffic-state"
+
+
+async def send_alerts(topic: TopicT, codec: Codec, alerts: Iterable[Alert], logger: logging.Logger) -> None:
+    """Send each alert keyed by its id and wait until the broker has it (before any state is written)."""
+    for alert in alerts:
+        delivery = await topic.send(key=alert.alert_id.encode(), value=codec.encode_record(alert, topic.get_topic_name()))
+        await delivery
+        ALERTS.labels(alert.severity, alert.state).inc()
+        logger.info("%s %s %s: %s", alert.kind, alert.state, alert.severity, alert.message)
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -45,11 +54,7 @@ def register(app: faust.App, settings: Settings) -> None:
             if not isinstance(record, WindowStats):
                 continue
             outcome = detector.evaluate(record, table, int(time.time() * 1000))
-            for alert in outcome.alerts:
-                delivery = await alerts.send(key=alert.alert_id.encode(), value=codec.encode_record(alert, topics.alerts))
-                await delivery
-                ALERTS.labels(alert.severity, alert.state).inc()
-                log.info("traffic: %s %s %s: %s", alert.kind, alert.state, alert.severity, alert.message)
+            await send_alerts(alerts, codec, outcome.alerts, log)
             for key, value in outcome.state.items():
                 table[key] = value
 

@@ -28,7 +28,8 @@ from faust.types import EventT, StreamT
 
 from streams.config import Settings
 from streams.ingest import Rejected, dead_letter
-from streams.observe.metrics import ALERTS, DLQ_RECORDS
+from streams.detect.traffic_agent import send_alerts
+from streams.observe.metrics import DLQ_RECORDS
 from streams.pools.monitor import PoolMonitor
 from streams.records import PoolSnapshot, ServerSnapshot
 from streams.serde import Codec, DecodeError
@@ -82,11 +83,7 @@ def register(app: faust.App, settings: Settings) -> None:
             record = codec.decode_record(event.value)  # checked by the forwarder
             assert isinstance(record, (PoolSnapshot, ServerSnapshot))
             outcome = monitor.on_record(record, table, int(time.time() * 1000))
-            for alert in outcome.alerts:
-                delivery = await alerts.send(key=alert.alert_id.encode(), value=codec.encode_record(alert, topics.alerts))
-                await delivery
-                ALERTS.labels(alert.severity, alert.state).inc()
-                log.info("pools: %s %s %s: %s", alert.kind, alert.state, alert.severity, alert.message)
+            await send_alerts(alerts, codec, outcome.alerts, log)
             for key, value in outcome.state.items():
                 if value is None:
                     table.pop(key, None)
