@@ -81,7 +81,8 @@ def diagnose(settings: Settings, timeout: float = 10.0) -> str | None:
     """Why the brokers cannot be used with these settings (:func:`connection_problem`), found by
     asking for metadata; None when they answer, or fail for another reason. For error messages."""
     errors: list[KafkaError] = []
-    client = AdminClient({**connection_config(settings), "error_cb": errors.append})
+    config: dict[str, Any] = {**connection_config(settings), "error_cb": errors.append}
+    client = AdminClient(config)
     try:
         client.list_topics(timeout=timeout)
         return None

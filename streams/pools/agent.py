@@ -27,8 +27,8 @@ import faust
 from faust.types import EventT, StreamT
 
 from streams.config import Settings
-from streams.ingest import Rejected, dead_letter
 from streams.detect.traffic_agent import send_alerts
+from streams.ingest import Rejected, dead_letter
 from streams.observe.metrics import DLQ_RECORDS
 from streams.pools.monitor import PoolMonitor
 from streams.records import PoolSnapshot, ServerSnapshot
