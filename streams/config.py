@@ -459,6 +459,37 @@ class AdviseSettings(Group):
     poll_timeout_s: float = Field(0.5, ge=0.01, description="Longest wait for a record in one poll (s)")
     probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
     probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
+    partial_max_distinct: int = Field(
+        10, ge=1, description="A partial-index predicate only on a column with at most this many distinct values (pg_stats)"
+    )
+    partial_min_frequency: float = Field(
+        0.05, gt=0, le=1, description="... and only for values at least this frequent in pg_stats.most_common_vals"
+    )
+    sample_rows: int = Field(
+        100_000, ge=100, description="Rows copied into the scratch schema to validate a GIN/GiST index by a real build"
+    )
+    sample_timeout_ms: int = Field(30_000, ge=100, description="statement_timeout of each step of a sampled build (ms)")
+    sample_runs: int = Field(5, ge=1, le=50, description="EXPLAIN ANALYZE runs per measurement of a sampled build (median)")
+    sample_schema: str = Field(
+        "dbopt_scratch", min_length=1, description="Scratch schema of sampled builds (created if missing, copies dropped)"
+    )
+    sweep_interval_s: Annotated[int | None, Env("DBOPT_SWEEP_INTERVAL_S")] = Field(
+        None, ge=60, description="Seconds between maintenance sweeps; unset: 14400 in peak season, 43200 otherwise"
+    )
+    vacuum_dead_ratio: float = Field(
+        0.2, gt=0, description="VACUUM (ANALYZE) when dead tuples exceed this fraction of live ones (and autovacuum is behind)"
+    )
+    vacuum_min_dead: int = Field(1000, ge=0, description="... and there are at least this many dead tuples")
+    reindex_bloat_ratio: float = Field(
+        0.3, gt=0, lt=1, description="REINDEX INDEX CONCURRENTLY when this fraction of an index is estimated bloat"
+    )
+    reindex_min_bytes: int = Field(8 * 2**20, ge=0, description="... and the index is at least this large (bytes)")
+    unused_min_age_days: float = Field(
+        35.0, ge=0, description="An index without scans is reported once the statistics are this old (days)"
+    )
+    maintenance_verify_delay_s: float = Field(
+        5.0, ge=0, description="Wait after an applied VACUUM/REINDEX/ANALYZE before checking its effect (s)"
+    )
 
 
 class WindowSettings(Group):

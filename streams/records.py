@@ -71,7 +71,7 @@ class AvroRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return msgspec.convert(data, cls)
 
 
-class QueryEvent(AvroRecord, kw_only=True):
+class QueryEvent(AvroRecord, frozen=True, kw_only=True):
     """One execution of one statement, from the SDK (``schemas/QueryEvent.avsc``)."""
 
     SCHEMA: ClassVar[str] = "QueryEvent"
@@ -92,7 +92,7 @@ class QueryEvent(AvroRecord, kw_only=True):
     wedding_id: str | None = None
 
 
-class PoolSnapshot(AvroRecord, kw_only=True):
+class PoolSnapshot(AvroRecord, frozen=True, kw_only=True):
     """One client connection pool at one moment (``schemas/PoolSnapshot.avsc``)."""
 
     SCHEMA: ClassVar[str] = "PoolSnapshot"
@@ -115,7 +115,7 @@ class PoolSnapshot(AvroRecord, kw_only=True):
     timeouts: int = 0
 
 
-class WindowStats(AvroRecord, kw_only=True):
+class WindowStats(AvroRecord, frozen=True, kw_only=True):
     """Final statistics of one closed window of one key (``schemas/WindowStats.avsc``)."""
 
     SCHEMA: ClassVar[str] = "WindowStats"
@@ -144,7 +144,7 @@ class WindowStats(AvroRecord, kw_only=True):
     database: str | None = None  # v2: the target database (DBOPT_DATABASES name); None: the default
 
 
-class Alert(AvroRecord, kw_only=True):
+class Alert(AvroRecord, frozen=True, kw_only=True):
     """A state change of one alert condition (``schemas/Alert.avsc``)."""
 
     SCHEMA: ClassVar[str] = "Alert"
@@ -171,7 +171,15 @@ class Alert(AvroRecord, kw_only=True):
     database: str | None = None  # v3: the target database (DBOPT_DATABASES name); None: the default
 
 
-class OptimizationCommand(AvroRecord, kw_only=True):
+class EvidenceFigure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One measured figure a command rests on: an item of :attr:`OptimizationCommand.evidence`
+    (a nested Avro record, not a record type of its own)."""
+
+    name: str
+    value: float
+
+
+class OptimizationCommand(AvroRecord, frozen=True, kw_only=True):
     """A signed request to the executor (``schemas/OptimizationCommand.avsc``); built and signed
     with :mod:`streams.commands`."""
 
@@ -194,9 +202,23 @@ class OptimizationCommand(AvroRecord, kw_only=True):
     cost_after: float | None = None
     reason: str = ""
     signature: str
+    priority: int = 0  # v2: 0-100, higher first (context criticality x measured gain)
+    evidence: tuple[EvidenceFigure, ...] = ()  # v2: figures checked again after the command ran
+    requires: tuple[str, ...] = ()  # v2: extensions the statement needs (never created automatically)
+    recommendation: bool = False  # v2: for a human only; the executor records it and never runs it
+    database: str | None = None  # v2: target database (DBOPT_DATABASES name), its executor runs it; None: default
+
+    def to_avro(self) -> dict[str, Any]:
+        data = super().to_avro()
+        data["evidence"] = [msgspec.structs.asdict(figure) for figure in self.evidence]
+        return data
+
+    def figure(self, name: str) -> float | None:
+        """The evidence figure called ``name``, if the command carries it."""
+        return next((f.value for f in self.evidence if f.name == name), None)
 
 
-class OptimizationResult(AvroRecord, kw_only=True):
+class OptimizationResult(AvroRecord, frozen=True, kw_only=True):
     """The final word on one command (``schemas/OptimizationResult.avsc``): from the executor, or
     ``kept`` from the advisor's verifier."""
 
@@ -221,7 +243,7 @@ class OptimizationResult(AvroRecord, kw_only=True):
     database: str | None = None  # v2: the target database (DBOPT_DATABASES name); None: the default
 
 
-class DeadLetter(AvroRecord, kw_only=True):
+class DeadLetter(AvroRecord, frozen=True, kw_only=True):
     """A record a stage could not accept, kept whole with the reason (``schemas/DeadLetter.avsc``)."""
 
     SCHEMA: ClassVar[str] = "DeadLetter"
@@ -236,7 +258,7 @@ class DeadLetter(AvroRecord, kw_only=True):
     received_at: EpochMs
 
 
-class NotificationResult(AvroRecord, kw_only=True):
+class NotificationResult(AvroRecord, frozen=True, kw_only=True):
     """The outcome of one delivery of one notification to one channel
     (``schemas/NotificationResult.avsc``), from ``dbopt notify``."""
 
@@ -269,7 +291,7 @@ class ConnectionGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     other: int = 0
 
 
-class ServerSnapshot(AvroRecord, kw_only=True):
+class ServerSnapshot(AvroRecord, frozen=True, kw_only=True):
     """The server's own view of its connections, from ``dbopt collect`` (``schemas/ServerSnapshot.avsc``)."""
 
     SCHEMA: ClassVar[str] = "ServerSnapshot"
@@ -294,7 +316,7 @@ class ServerSnapshot(AvroRecord, kw_only=True):
         return data
 
 
-class StatementStats(AvroRecord, kw_only=True):
+class StatementStats(AvroRecord, frozen=True, kw_only=True):
     """One pg_stat_statements entry's deltas between two reads of ``dbopt collect``
     (``schemas/StatementStats.avsc``)."""
 

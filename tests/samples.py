@@ -116,13 +116,15 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "emergency": False, "rollback_of": None, "service": "booking-service", "context": "booking",
             "fingerprints": ["a6c3085224957fd8", "0011223344556677"], "p95_before_ms": 61.5,
             "cost_before": 35811.0, "cost_after": 8.44, "reason": "seq scan on bookings.wedding_id",
-            "signature": "9f" * 32,
+            "signature": "9f" * 32, "priority": 90, "evidence": [{"name": "sampled_ms_before", "value": 12.5}],
+            "requires": ["pg_trgm"], "recommendation": False, "database": "weddings_eu",
         },
         {
             "command_id": "cmd-2", "created_at": T0, "origin": "operator", "action": "analyze",
             "sql": "ANALYZE payments", "rollback_sql": None, "table": None, "emergency": True,
             "rollback_of": "cmd-1", "service": None, "context": None, "fingerprints": [], "p95_before_ms": None,
             "cost_before": None, "cost_after": None, "reason": "", "signature": "00" * 32,
+            "priority": 0, "evidence": [], "requires": [], "recommendation": True, "database": None,
         },
     ],
     "OptimizationResult": [

@@ -1,19 +1,29 @@
 """What one SELECT/UPDATE/DELETE asks of each table, read from its pglast parse tree.
 
-Pure: no database. For every table in the statement it collects the columns compared for
-equality, the columns in range predicates, the join columns, the ORDER BY columns and the
-constant filters (``status IN ('confirmed', 'pending')``) that can become partial-index
-predicates. Only top-level ``AND`` conjuncts of ``WHERE`` and ``JOIN ... ON`` are read: an
-``OR`` branch or a subquery is not a condition every row must meet, so it is left out.
+Pure: no database. For every table in the statement it collects the keys compared for
+equality, the keys in range predicates, the join columns, the ORDER BY columns, the constant
+filters (``status IN ('confirmed', 'pending')``) that can become partial-index predicates, and the
+predicates only a GIN/GiST index serves (``ILIKE``, regular expressions and ``%`` for pg_trgm,
+``@@`` full-text search, ``@>`` containment). A key is a column, or an expression on one table's
+columns made of :data:`INDEXABLE_FUNCTIONS` (immutable built-ins: ``lower(email)``,
+``to_tsvector('english', description)``) — an expression index can serve it.
+
+Only top-level ``AND`` conjuncts of ``WHERE`` and ``JOIN ... ON`` are conditions every row meets.
+A top-level ``OR`` whose every branch is understood becomes an *OR group*: one index per branch
+can serve it together (a BitmapOr), so the evaluator measures such sets as a whole. Everything
+else the analysis could not use is listed in ``not_understood``, so ``dbopt analyze`` can say why
+it tested nothing.
 
 Unqualified columns are attributed to the only table of the statement; with several tables
 an unqualified column cannot be attributed without the catalog and is reported in
 ``ambiguous`` and not used.
 
-Constant filters are ``IN`` lists of constants and equality with a string or boolean constant:
-``vendor_id = 7`` is a key lookup, and an index ``WHERE vendor_id = 7`` would serve one value only.
-Placeholders (``$n``) are what the SDK sends: it strips literals before an event leaves the
-service, so constant filters come mainly from raw SQL given to ``dbopt analyze``.
+Constant filters are ``IN`` lists of string or boolean constants and equality with a string or
+boolean constant: numbers are keys (``vendor_id = 7``, ``id IN (1, 2, 3)``), and an index
+``WHERE vendor_id = 7`` would serve one value only. Whether a string is a *frequent* value (a
+status) rather than a city or an e-mail is the evaluator's question to ``pg_stats``.
+Placeholders (``$n``) are what the SDK sends: their uses (``params``) tell the evaluator which
+column each stands for, so it can plan with representative values from ``pg_stats``.
 """
 
 from __future__ import annotations
@@ -29,7 +39,16 @@ from streams.sql import SqlParseError
 Constant = str | int | float | bool
 
 _RANGE_OPS = frozenset({"<", "<=", ">", ">="})
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _BETWEEN = frozenset({enums.A_Expr_Kind.AEXPR_BETWEEN, enums.A_Expr_Kind.AEXPR_BETWEEN_SYM})
+# operators pg_trgm's GIN/GiST operator classes serve: LIKE, ILIKE, regular expressions, similarity
+_TRIGRAM_OPS = frozenset({"~~", "~~*", "~", "~*", "%", "<%", "%>", "<<%", "%>>"})
+_TSQUERY_FUNCTIONS = frozenset({"to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery"})
+# immutable built-in functions an expression index may be proposed on (to_tsvector only in its
+# two-argument form, whose configuration is fixed: the one-argument form depends on a setting)
+INDEXABLE_FUNCTIONS = frozenset(
+    {"lower", "upper", "btrim", "ltrim", "rtrim", "md5", "abs", "length", "char_length", "to_tsvector"}
+)
 
 
 class UnsupportedStatement(ValueError):
@@ -38,8 +57,19 @@ class UnsupportedStatement(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class OrderColumn:
+    """One index key: a column, or (``expression``) an expression's SQL, with its order and opclass."""
+
     column: str
     descending: bool = False
+    expression: bool = False
+    opclass: str | None = None
+
+    def __repr__(self) -> str:
+        # the repr names indexes (a hash of it): plain columns keep the name they always had
+        extra = "".join(
+            f", {name}={value!r}" for name, value in (("expression", self.expression), ("opclass", self.opclass)) if value
+        )
+        return f"OrderColumn(column={self.column!r}, descending={self.descending!r}{extra})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +80,32 @@ class ConstantFilter:
     values: tuple[Constant, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class TextPredicate:
+    """A predicate a B-tree cannot serve: ``trigram`` (LIKE/ILIKE/regex/similarity), ``fulltext`` (``@@``)
+    or ``containment`` (``@>``), on a column or an expression (``to_tsvector('english', description)``)."""
+
+    kind: str
+    key: str
+    expression: bool
+    operator: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParamUse:
+    """What ``$n`` is compared with: ``role`` is ``eq``, ``lower`` (key >= $n), ``upper`` (key <= $n),
+    ``pattern`` (LIKE/regex), ``tsquery`` or ``containment``."""
+
+    table: str
+    schema: str | None
+    key: str
+    expression: bool
+    role: str
+
+
 @dataclass(slots=True)
 class TableUsage:
-    """What the statement asks of one table (columns in the order they appear, no repeats)."""
+    """What the statement asks of one table (keys in the order they appear, no repeats)."""
 
     table: str
     schema: str | None = None  # as written; the evaluator resolves None against the configured search path
@@ -62,10 +115,16 @@ class TableUsage:
     join: list[str] = field(default_factory=list)
     order_by: list[OrderColumn] = field(default_factory=list)
     constant_filters: list[ConstantFilter] = field(default_factory=list)
+    text_search: list[TextPredicate] = field(default_factory=list)
+    expressions: list[str] = field(default_factory=list)  # the keys of equality/range that are expressions
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.table}" if self.schema else self.table
+
+    def branch(self) -> TableUsage:
+        """An empty usage of the same table (for one OR branch)."""
+        return TableUsage(self.table, self.schema, list(self.aliases))
 
 
 @dataclass(slots=True)
@@ -77,6 +136,9 @@ class QueryShape:
     has_limit: bool = False
     param_count: int = 0
     ambiguous: list[str] = field(default_factory=list)
+    params: dict[int, ParamUse] = field(default_factory=dict)
+    or_groups: list[list[TableUsage]] = field(default_factory=list)  # per top-level OR: one usage per branch
+    not_understood: list[str] = field(default_factory=list)  # predicates no candidate was derived from, and why
 
     def table(self, name: str) -> TableUsage | None:
         return next((t for t in self.tables if t.table == name or t.qualified == name), None)
@@ -87,11 +149,16 @@ def _add(items: list, item: object) -> None:
         items.append(item)
 
 
+def _text(node: object) -> str:
+    return RawStream()(node)  # type: ignore[arg-type]
+
+
 class _Builder:
     def __init__(self) -> None:
         self.tables: list[TableUsage] = []
         self.by_ref: dict[str, TableUsage] = {}
         self.ambiguous: list[str] = []
+        self.params: dict[int, ParamUse] = {}
 
     def relation(self, rv: ast.RangeVar) -> None:
         assert rv.relname is not None  # a parsed RangeVar always names its relation
@@ -136,6 +203,66 @@ class _Builder:
         usage = self.by_ref.get(".".join(names[:-1]))
         return (usage, names[-1]) if usage is not None else None
 
+    def key(self, node: object) -> tuple[TableUsage, str, bool] | None:
+        """(table, key, is expression) of a column or of an indexable expression on one table's columns."""
+        ref = self.column(node)
+        if ref is not None:
+            return ref[0], ref[1], False
+        if not isinstance(node, ast.FuncCall) or not _indexable_call(node):
+            return None
+        tables = set()
+        columns = _ColumnRefs()
+        columns(node)
+        for ref_node in columns.found:
+            ref = self.column(ref_node)
+            if ref is None:
+                return None
+            tables.add(id(ref[0]))
+            owner = ref[0]
+        if len(tables) != 1:
+            return None
+        # the expression as the index will hold it: columns unqualified (an index names no alias)
+        return owner, _text(_unqualified(node)), True
+
+    def param(self, node: object, usage: TableUsage, key: str, expression: bool, role: str) -> None:
+        while isinstance(node, ast.TypeCast):
+            node = node.arg
+        if isinstance(node, ast.ParamRef) and node.number:
+            self.params.setdefault(node.number, ParamUse(usage.table, usage.schema, key, expression, role))
+
+
+class _ColumnRefs(Visitor):
+    def __init__(self) -> None:
+        self.found: list[ast.ColumnRef] = []
+
+    def visit_ColumnRef(self, ancestors: object, node: ast.ColumnRef) -> None:
+        self.found.append(node)
+
+
+def _unqualified(node: ast.FuncCall) -> ast.FuncCall:
+    """A copy of ``node`` whose column references carry only the column name."""
+    copy = parser.parse_sql(f"SELECT {_text(node)}")[0].stmt.targetList[0].val  # type: ignore[union-attr,index]
+
+    class _Strip(Visitor):
+        def visit_ColumnRef(self, ancestors: object, ref: ast.ColumnRef) -> None:
+            ref.fields = ref.fields[-1:] if ref.fields else ref.fields
+
+    _Strip()(copy)
+    return copy  # type: ignore[no-any-return]
+
+
+def _indexable_call(node: ast.FuncCall) -> bool:
+    names = [n.sval for n in node.funcname or () if isinstance(n, ast.String)]
+    if not names or len(names) > 2 or (len(names) == 2 and names[0] != "pg_catalog"):
+        return False
+    if names[-1] not in INDEXABLE_FUNCTIONS or node.agg_star or node.over is not None or node.agg_distinct:
+        return False
+    args = list(node.args or ())
+    if names[-1] == "to_tsvector" and (len(args) != 2 or _constant(args[0]) is None):
+        return False  # to_tsvector(text) depends on default_text_search_config: not immutable
+    return all(isinstance(a, (ast.ColumnRef, ast.A_Const, ast.TypeCast)) or
+               (isinstance(a, ast.FuncCall) and _indexable_call(a)) for a in args)
+
 
 def _constant(node: object) -> Constant | None:
     while isinstance(node, ast.TypeCast):
@@ -161,6 +288,19 @@ def _is_value(node: object) -> bool:
     return isinstance(node, (ast.ParamRef, ast.A_Const))
 
 
+def _tsquery_param(node: object) -> object | None:
+    """The argument of ``to_tsquery([cfg,] $n)`` and friends that varies, or the value itself."""
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    if isinstance(node, ast.FuncCall):
+        names = [n.sval for n in node.funcname or () if isinstance(n, ast.String)]
+        args = list(node.args or ())
+        if names and names[-1] in _TSQUERY_FUNCTIONS and args and all(_is_value(a) for a in args):
+            return args[-1]
+        return None
+    return node if _is_value(node) else None
+
+
 def _op(node: ast.A_Expr) -> str | None:
     return node.name[-1].sval if node.name and isinstance(node.name[-1], ast.String) else None
 
@@ -171,14 +311,20 @@ def _conjuncts(node: object) -> list[object]:
     return [node]
 
 
-def _conjunct(b: _Builder, node: object, row_filter: bool) -> None:
-    if isinstance(node, ast.NullTest) and row_filter:
+def _conjunct(b: _Builder, node: object, row_filter: bool) -> str | None:
+    """Record what one conjunct asks; the reason it was not understood, or None."""
+    if isinstance(node, ast.NullTest):
         ref = b.column(node.arg)
-        if ref and node.nulltesttype == enums.NullTestType.IS_NULL:
+        if ref and row_filter and node.nulltesttype == enums.NullTestType.IS_NULL:
             _add(ref[0].equality, ref[1])
-        return
+            return None
+        return "IS NOT NULL filters few rows" if ref else "not a column of a known table"
+    if isinstance(node, ast.BoolExpr):
+        return "OR across different kinds of predicates" if node.boolop == enums.BoolExprType.OR_EXPR else "NOT"
+    if isinstance(node, ast.SubLink):
+        return "subquery"
     if not isinstance(node, ast.A_Expr):
-        return
+        return f"{type(node).__name__} is not a comparison"
     op = _op(node)
     kind = node.kind
     if kind == enums.A_Expr_Kind.AEXPR_OP and op == "=":
@@ -187,36 +333,120 @@ def _conjunct(b: _Builder, node: object, row_filter: bool) -> None:
             if left[0] is not right[0]:
                 _add(left[0].join, left[1])
                 _add(right[0].join, right[1])
-            return
-        ref, other = (left, node.rexpr) if left else (right, node.lexpr)
-        if ref and row_filter and _is_value(other):
-            _add(ref[0].equality, ref[1])
-            value = _constant(other)
-            if isinstance(value, (str, bool)):  # a number compared for equality is usually a key
-                _add(ref[0].constant_filters, ConstantFilter(ref[1], (value,)))
-        return
+                return None
+            return "compares two columns of one table"
+        key_left, key_right = b.key(node.lexpr), b.key(node.rexpr)
+        key, other = (key_left, node.rexpr) if key_left else (key_right, node.lexpr)
+        if key is None or not _is_value(other):
+            return "neither side is a column (or an indexable expression) compared with a value"
+        if not row_filter:
+            return None
+        usage, name, expression = key
+        _add(usage.equality, name)
+        if expression:
+            _add(usage.expressions, name)
+        b.param(other, usage, name, expression, "eq")
+        value = _constant(other)
+        if not expression and isinstance(value, (str, bool)):  # a number compared for equality is a key
+            _add(usage.constant_filters, ConstantFilter(name, (value,)))
+        return None
     if not row_filter:
-        return
+        return None
     if kind == enums.A_Expr_Kind.AEXPR_OP and op in _RANGE_OPS:
-        ref = b.column(node.lexpr) if _is_value(node.rexpr) else b.column(node.rexpr) if _is_value(node.lexpr) else None
-        if ref:
-            _add(ref[0].range, ref[1])
-    elif kind == enums.A_Expr_Kind.AEXPR_IN and op == "=":
-        ref = b.column(node.lexpr)
-        if ref and isinstance(node.rexpr, tuple) and all(_is_value(v) for v in node.rexpr):
-            _add(ref[0].equality, ref[1])
-            values = [_constant(v) for v in node.rexpr]
-            constants = tuple(v for v in values if v is not None)
-            if len(constants) == len(values):
-                _add(ref[0].constant_filters, ConstantFilter(ref[1], constants))
-    elif kind == enums.A_Expr_Kind.AEXPR_OP_ANY and op == "=":
-        ref = b.column(node.lexpr)
-        if ref and _is_value(node.rexpr):
-            _add(ref[0].equality, ref[1])
-    elif kind in _BETWEEN:
-        ref = b.column(node.lexpr)
-        if ref and isinstance(node.rexpr, tuple) and all(_is_value(v) for v in node.rexpr):
-            _add(ref[0].range, ref[1])
+        if _is_value(node.rexpr) and (key := b.key(node.lexpr)):
+            value, direction = node.rexpr, op
+        elif _is_value(node.lexpr) and (key := b.key(node.rexpr)):
+            value, direction = node.lexpr, _FLIPPED[op]
+        else:
+            return "range comparison without a column and a value"
+        usage, name, expression = key
+        _add(usage.range, name)
+        if expression:
+            _add(usage.expressions, name)
+        b.param(value, usage, name, expression, "lower" if direction.startswith(">") else "upper")
+        return None
+    if kind in (enums.A_Expr_Kind.AEXPR_LIKE, enums.A_Expr_Kind.AEXPR_ILIKE) or (
+        kind == enums.A_Expr_Kind.AEXPR_OP and op in _TRIGRAM_OPS
+    ):
+        key = b.key(node.lexpr)
+        if key is None or not _is_value(node.rexpr) or op is None or op.startswith("!"):
+            return "negated or not a column matched against a value" if key else "pattern match on no column"
+        usage, name, expression = key
+        _add(usage.text_search, TextPredicate("trigram", name, expression, op))
+        b.param(node.rexpr, usage, name, expression, "pattern")
+        return None
+    if kind == enums.A_Expr_Kind.AEXPR_OP and op == "@@":
+        for side, query in ((node.lexpr, node.rexpr), (node.rexpr, node.lexpr)):
+            key = b.key(side)
+            value = _tsquery_param(query)
+            if key is not None and value is not None:
+                usage, name, expression = key
+                _add(usage.text_search, TextPredicate("fulltext", name, expression, op))
+                b.param(value, usage, name, expression, "tsquery")
+                return None
+        return "@@ needs a tsvector column or to_tsvector(configuration, columns) and a query value"
+    if kind == enums.A_Expr_Kind.AEXPR_OP and op == "@>":
+        key = b.key(node.lexpr)
+        if key is None or key[2] or not _is_value(node.rexpr):
+            return "@> needs a column on the left and a value on the right"
+        usage, name, _ = key
+        _add(usage.text_search, TextPredicate("containment", name, False, op))
+        b.param(node.rexpr, usage, name, False, "containment")
+        return None
+    if kind == enums.A_Expr_Kind.AEXPR_IN and op == "=":
+        key = b.key(node.lexpr)
+        if key is None or not isinstance(node.rexpr, tuple) or not all(_is_value(v) for v in node.rexpr):
+            return "IN without a column and a list of values"
+        usage, name, expression = key
+        _add(usage.equality, name)
+        if expression:
+            _add(usage.expressions, name)
+        for item in node.rexpr:
+            b.param(item, usage, name, expression, "eq")
+        values = [_constant(v) for v in node.rexpr]
+        # only strings and booleans: an IN list of numbers is a list of ids, never a predicate
+        if not expression and all(isinstance(v, (str, bool)) for v in values):
+            _add(usage.constant_filters, ConstantFilter(name, tuple(v for v in values if v is not None)))
+        return None
+    if kind == enums.A_Expr_Kind.AEXPR_OP_ANY and op == "=":
+        key = b.key(node.lexpr)
+        if key is None or not _is_value(node.rexpr):
+            return "= ANY without a column and an array value"
+        _add(key[0].equality, key[1])
+        if key[2]:
+            _add(key[0].expressions, key[1])
+        return None
+    if kind in _BETWEEN:
+        key = b.key(node.lexpr)
+        if key is None or not isinstance(node.rexpr, tuple) or not all(_is_value(v) for v in node.rexpr):
+            return "BETWEEN without a column and two values"
+        usage, name, expression = key
+        _add(usage.range, name)
+        if expression:
+            _add(usage.expressions, name)
+        for item, role in zip(node.rexpr, ("lower", "upper")):
+            b.param(item, usage, name, expression, role)
+        return None
+    return f"operator {op} has no index candidate"
+
+
+def _or_group(b: _Builder, node: ast.BoolExpr) -> list[TableUsage] | None:
+    """One usage per branch of a top-level OR, when every branch is understood and names one table."""
+    branches: list[TableUsage] = []
+    for arg in node.args or ():
+        # analyse the branch into scratch usages, then keep what it asks of its single table
+        scratch = _Builder()
+        scratch.tables = [t.branch() for t in b.tables]
+        scratch.by_ref = {ref: scratch.tables[b.tables.index(u)] for ref, u in b.by_ref.items()}
+        if any(_conjunct(scratch, c, True) for c in _conjuncts(arg)):
+            return None
+        used = [t for t in scratch.tables if t.equality or t.range or t.text_search]
+        if len(used) != 1 or used[0].join:
+            return None
+        branches.append(used[0])
+        for number, use in scratch.params.items():
+            b.params.setdefault(number, use)
+    return branches
 
 
 class _HighestParam(Visitor):
@@ -279,13 +509,26 @@ def analyze_sql(sql: str) -> QueryShape:
         raise UnsupportedStatement(f"{type(stmt).__name__} is not a SELECT, UPDATE or DELETE")
     if stmt.whereClause is not None:
         quals.append((stmt.whereClause, True))
+    or_groups: list[list[TableUsage]] = []
+    not_understood: list[str] = []
     for expr, row_filter in quals:
         for node in _conjuncts(expr):
-            _conjunct(b, node, row_filter)
+            if row_filter and isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.OR_EXPR:
+                group = _or_group(b, node)
+                if group is not None:
+                    or_groups.append(group)
+                    continue
+                not_understood.append(f"{_text(node)}: an OR whose branches do not each filter one table")
+                continue
+            why = _conjunct(b, node, row_filter)
+            if why and row_filter:
+                not_understood.append(f"{_text(node)}: {why}")
     for sort in order:
         ref = b.column(sort.node)
         if ref:
             _add(ref[0].order_by, OrderColumn(ref[1], sort.sortby_dir == enums.SortByDir.SORTBY_DESC))
+        else:
+            not_understood.append(f"ORDER BY {_text(sort.node)}: not a column")
     return QueryShape(
         statement_type=kind,
         sql=RawStream()(stmts),
@@ -294,4 +537,7 @@ def analyze_sql(sql: str) -> QueryShape:
         has_limit=has_limit,
         param_count=_count_params(stmts),
         ambiguous=b.ambiguous,
+        params=b.params,
+        or_groups=or_groups,
+        not_understood=not_understood,
     )

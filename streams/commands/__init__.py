@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import msgspec
 from pglast import parse_sql
@@ -20,10 +20,12 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 
 from streams.config import ConfigError, Settings
-from streams.records import OptimizationCommand
+from streams.records import EvidenceFigure, OptimizationCommand
 
 ORIGINS = ("advisor", "operator", "verifier")
 ACTIONS = ("create_index", "drop_index", "analyze", "vacuum", "reindex")
+# actions only a human carries out: a command with one of them is always a recommendation
+HUMAN_ACTIONS = ("create_extension",)
 # an action an operator's statement could not be classified as; the executor rejects it
 UNKNOWN_ACTION = "unknown"
 
@@ -51,7 +53,7 @@ def normalized_sql(sql: str) -> str:
         statements = parse_sql(sql)
     except ParseError:
         return sql.strip()
-    return "; ".join(RawStream()(raw.stmt) for raw in statements)
+    return "; ".join(RawStream()(raw.stmt) for raw in statements if raw.stmt is not None)
 
 
 # maintenance is meant to be repeated: the same ANALYZE/VACUUM is a new command on a new (UTC) day
@@ -59,15 +61,17 @@ RECURRING_ACTIONS = ("analyze", "vacuum")
 DAY_MS = 86_400_000
 
 
-def command_id(origin: str, action: str, sql: str, rollback_of: str | None = None, created_at: int = 0) -> str:
+def command_id(origin: str, action: str, sql: str, rollback_of: str | None = None, created_at: int = 0,
+               database: str | None = None) -> str:
     """Deterministic id: the same statement from the same origin is the same command.
 
     Schema changes keep their id forever (an index that failed or was rolled back is not
     retried by re-sending it); ANALYZE and VACUUM get one id per UTC day of ``created_at``.
+    The same statement for another database (``database``, when set) is another command.
     """
     day = created_at // DAY_MS if action in RECURRING_ACTIONS else None
-    material = json.dumps([origin, action, normalized_sql(sql), rollback_of, *([day] if day is not None else [])],
-                          separators=(",", ":"))
+    material = json.dumps([origin, action, normalized_sql(sql), rollback_of, *([day] if day is not None else []),
+                           *([{"database": database}] if database is not None else [])], separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -88,17 +92,24 @@ def build_command(
     cost_after: float | None = None,
     reason: str = "",
     created_at: int | None = None,
+    priority: int = 0,
+    evidence: Mapping[str, float] | None = None,
+    requires: Iterable[str] = (),
+    recommendation: bool = False,
+    database: str | None = None,
 ) -> OptimizationCommand:
     """An unsigned command (``signature`` is empty until :func:`sign`)."""
     if origin not in ORIGINS:
         raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
-    if action not in ACTIONS and action != UNKNOWN_ACTION:
+    if action in HUMAN_ACTIONS and not recommendation:
+        raise ValueError(f"{action} is only ever a recommendation for a human")
+    if action not in (*ACTIONS, *HUMAN_ACTIONS) and action != UNKNOWN_ACTION:
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
     if emergency and origin != "operator":
         raise ValueError("only an operator may mark a command as emergency")
     created = int(time.time() * 1000) if created_at is None else int(created_at)
     return OptimizationCommand(
-        command_id=command_id(origin, action, sql, rollback_of, created),
+        command_id=command_id(origin, action, sql, rollback_of, created, database),
         created_at=created,
         origin=origin,
         action=action,
@@ -115,6 +126,11 @@ def build_command(
         cost_after=None if cost_after is None else float(cost_after),
         reason=reason,
         signature="",
+        priority=int(priority),
+        evidence=tuple(EvidenceFigure(name=k, value=float(v)) for k, v in (evidence or {}).items()),
+        requires=tuple(requires),
+        recommendation=bool(recommendation),
+        database=database,
     )
 
 

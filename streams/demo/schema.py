@@ -58,6 +58,15 @@ TIMELINE_TITLES: tuple[str, ...] = (
     "First dance", "Cake cutting", "Send-off",
 )
 
+VENDOR_STYLES: tuple[str, ...] = (
+    "rustic", "modern", "classic", "bohemian", "vintage", "elegant", "garden", "beach", "industrial", "romantic",
+)
+VENDOR_SPECIALTIES: tuple[str, ...] = (
+    "peonies", "wildflowers", "candid portraits", "drone footage", "string quartets", "jazz bands",
+    "vegan menus", "barbecue", "vintage cars", "bridal makeup", "calligraphy", "lakeside venues",
+    "destination weddings", "elopements", "same-day edits", "late-night tacos",
+)
+
 DEFAULT_BOOKINGS = 1_000_000
 # booked event dates span two seasons starting here
 EVENT_DATE_START = "2025-01-01"
@@ -102,14 +111,22 @@ TABLES: tuple[Table, ...] = (
             rating numeric(2,1) NOT NULL,
             base_price numeric(10,2) NOT NULL,
             is_active boolean NOT NULL DEFAULT true,
-            created_at timestamptz NOT NULL DEFAULT now()
+            created_at timestamptz NOT NULL DEFAULT now(),
+            description text NOT NULL DEFAULT '',
+            attributes jsonb NOT NULL DEFAULT '{{}}',
+            search tsvector GENERATED ALWAYS AS (to_tsvector('english', name || ' ' || description)) STORED
         )""",
-        f"""INSERT INTO {{schema}}.vendors (id, name, category, city, email, rating, base_price, is_active, created_at)
-        SELECT g, {_pick(LAST_NAMES)} || ' ' || initcap(cat) || ' Co. ' || g, cat, {_pick(CITIES)},
+        f"""INSERT INTO {{schema}}.vendors (id, name, category, city, email, rating, base_price, is_active, created_at,
+                                            description, attributes)
+        SELECT g, {_pick(LAST_NAMES)} || ' ' || initcap(cat) || ' Co. ' || g, cat, city,
                'vendor' || g || '@vendors.example', round((2.5 + random() * 2.5)::numeric, 1),
                round((300 + random() * 9700)::numeric, 2), random() > 0.05,
-               now() - random() * interval '1500 days'
-        FROM (SELECT g, {_pick(VENDOR_CATEGORIES)} AS cat
+               now() - random() * interval '1500 days',
+               initcap(style) || ' ' || replace(cat, '_', ' ') || ' in ' || city || ', known for '
+                   || {_pick(VENDOR_SPECIALTIES)} || ' and ' || {_pick(VENDOR_SPECIALTIES)} || '.',
+               jsonb_build_object('style', style, 'vegan_options', random() < 0.2,
+                                  'max_guests', 50 * (1 + floor(random() * 8)::int))
+        FROM (SELECT g, {_pick(VENDOR_CATEGORIES)} AS cat, {_pick(CITIES)} AS city, {_pick(VENDOR_STYLES)} AS style
               FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g) x""",
     ),
     Table(

@@ -4,7 +4,11 @@ Exactly one statement, one of:
 
 * ``CREATE INDEX CONCURRENTLY name ON table (...)`` — explicit name, not UNIQUE, no tablespace;
   index expressions and predicates may hold columns, constants, operators, casts and calls of
-  functions (the catalog must say IMMUTABLE: see ``functions_to_check``), never subqueries;
+  functions, never subqueries. Which functions, operators, types and operator classes they
+  resolve to is the catalog's business (:mod:`streams.execute.catalog` plans ``probe_expressions``
+  in a temporary view and reads its dependencies): only built-in objects (``pg_catalog``) and
+  those of :data:`ALLOWED_EXTENSIONS`, every function IMMUTABLE — never a user-defined function,
+  which would run with the executor's DDL role during the build;
 * ``DROP INDEX CONCURRENTLY name`` — one index, no CASCADE (that it is dbopt's own is checked
   against the audit table);
 * ``ANALYZE table`` and ``VACUUM table`` without FULL — exactly one table;
@@ -36,6 +40,11 @@ from streams.commands import UNKNOWN_ACTION
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
 INDEX_METHODS = frozenset({"btree", "hash", "gin", "gist", "brin", "spgist"})
+# extensions whose functions, operators and operator classes an index may use besides pg_catalog's:
+# reviewed C code shipped with PostgreSQL (contrib), never something a database user can redefine
+ALLOWED_EXTENSIONS = ("pg_trgm",)
+# operator classes that only exist once their extension is installed (for a clear rejection)
+EXTENSION_OPCLASSES = {"gin_trgm_ops": "pg_trgm", "gist_trgm_ops": "pg_trgm"}
 
 # node types an index expression or predicate may contain (anything else is refused)
 _EXPRESSION_NODES: tuple[type, ...] = (
@@ -115,7 +124,13 @@ class ValidatedStatement:
     target: Name  # the table (create_index, analyze, vacuum, reindex TABLE) or index (drop, reindex INDEX)
     target_kind: str  # "table" or "index"
     index_name: str | None = None  # create_index: the new index's name (created in the table's schema)
-    functions_to_check: tuple[Name, ...] = ()  # must be IMMUTABLE in pg_proc
+    functions_to_check: tuple[Name, ...] = ()  # functions the index calls, as written
+    # create_index: each key expression (or column) and the predicate, deparsed, for the catalog's
+    # probe view; the operator classes named; the extensions those need
+    probe_expressions: tuple[str, ...] = ()
+    opclasses: tuple[Name, ...] = ()
+    extensions: tuple[str, ...] = ()
+    method: str = "btree"
 
 
 def action_of(sql: str) -> str:
@@ -129,7 +144,7 @@ def action_of(sql: str) -> str:
     return _classify(statements[0].stmt)
 
 
-def _classify(stmt: ast.Node) -> str:
+def _classify(stmt: ast.Node | None) -> str:
     if isinstance(stmt, ast.IndexStmt):
         return "create_index"
     if isinstance(stmt, ast.DropStmt) and stmt.removeType == enums.ObjectType.OBJECT_INDEX:
@@ -189,6 +204,9 @@ def _create_index(stmt: ast.IndexStmt, protected: frozenset[str]) -> ValidatedSt
         _identifier(option.defname, "storage parameter")
     if stmt.whereClause is not None:
         functions += _expression(stmt.whereClause, "index predicate (WHERE)")
+    opclasses = [
+        Name(*([None] * (2 - len(e.opclass)) + [p.sval for p in e.opclass])) for e in stmt.indexParams or () if e.opclass
+    ]
     return ValidatedStatement(
         action="create_index",
         sql_to_run=RawStream()(stmt),
@@ -196,10 +214,28 @@ def _create_index(stmt: ast.IndexStmt, protected: frozenset[str]) -> ValidatedSt
         target_kind="table",
         index_name=stmt.idxname,
         functions_to_check=tuple(dict.fromkeys(functions)),
+        probe_expressions=_probe_expressions(stmt),
+        opclasses=tuple(dict.fromkeys(opclasses)),
+        extensions=tuple(sorted({EXTENSION_OPCLASSES[o.name] for o in opclasses if o.name in EXTENSION_OPCLASSES})),
+        method=stmt.accessMethod or "btree",
     )
 
 
+def _probe_expressions(stmt: ast.IndexStmt) -> tuple[str, ...]:
+    """Every key (column or expression, with its collation) and the predicate, each deparsed alone."""
+    out = []
+    for element in (*(stmt.indexParams or ()), *(stmt.indexIncludingParams or ())):
+        node: ast.Node = element.expr if element.expr is not None else ast.ColumnRef(fields=(ast.String(sval=element.name),))
+        if element.collation:
+            node = ast.CollateClause(arg=node, collname=element.collation)
+        out.append(RawStream()(node))
+    if stmt.whereClause is not None:
+        out.append(RawStream()(stmt.whereClause))
+    return tuple(out)
+
+
 def _drop_index(stmt: ast.DropStmt, protected: frozenset[str]) -> ValidatedStatement:
+    assert stmt.removeType is not None  # the parser names the kind of every DROP
     kind = enums.ObjectType(stmt.removeType).name.removeprefix("OBJECT_").replace("_", " ")
     if stmt.removeType != enums.ObjectType.OBJECT_INDEX:
         raise Rejected(f"DROP {kind} is not allowed: only DROP INDEX CONCURRENTLY of an index dbopt created")
@@ -207,9 +243,10 @@ def _drop_index(stmt: ast.DropStmt, protected: frozenset[str]) -> ValidatedState
         raise Rejected("DROP INDEX without CONCURRENTLY is not allowed: it blocks the table while it runs")
     if stmt.behavior == enums.DropBehavior.DROP_CASCADE:
         raise Rejected("DROP INDEX ... CASCADE is not allowed: it can drop dependent objects")
-    if len(stmt.objects) != 1:
-        raise Rejected(f"DROP INDEX must name exactly one index, got {len(stmt.objects)}")
-    parts = [part.sval for part in stmt.objects[0]]
+    objects = stmt.objects or ()
+    if len(objects) != 1:
+        raise Rejected(f"DROP INDEX must name exactly one index, got {len(objects)}")
+    parts = [part.sval for part in objects[0]]
     if len(parts) > 2:
         raise Rejected("a database-qualified index name is not allowed")
     index = Name(parts[0] if len(parts) == 2 else None, parts[-1])
@@ -244,7 +281,9 @@ def _reindex(stmt: ast.ReindexStmt, protected: frozenset[str]) -> ValidatedState
             _identifier(param.defname, "REINDEX option")
     if not concurrently:
         raise Rejected("REINDEX without CONCURRENTLY is not allowed: it blocks writes while it rebuilds")
-    kinds = {enums.ReindexObjectType.REINDEX_OBJECT_INDEX: "index", enums.ReindexObjectType.REINDEX_OBJECT_TABLE: "table"}
+    kinds: dict[enums.ReindexObjectType | None, str] = {
+        enums.ReindexObjectType.REINDEX_OBJECT_INDEX: "index", enums.ReindexObjectType.REINDEX_OBJECT_TABLE: "table"
+    }
     kind = kinds.get(stmt.kind)
     if kind is None:
         raise Rejected("only REINDEX INDEX or REINDEX TABLE is allowed (not SCHEMA, DATABASE or SYSTEM)")
@@ -284,7 +323,7 @@ def _relation(rangevar: ast.RangeVar | None, protected: frozenset[str], what: st
         raise Rejected(f"a {what} must be named")
     if rangevar.catalogname:
         raise Rejected(f"a database-qualified {what} name is not allowed")
-    name = Name(rangevar.schemaname, rangevar.relname)
+    name = Name(rangevar.schemaname, rangevar.relname or "")  # an empty name is rejected below
     _check_name(name, protected, what)
     return name
 
@@ -298,7 +337,7 @@ def _option_is_true(option: ast.DefElem) -> bool:
     if isinstance(arg, ast.Integer):
         return arg.ival != 0
     if isinstance(arg, ast.String):
-        return arg.sval.lower() in ("true", "on", "yes", "1")
+        return (arg.sval or "").lower() in ("true", "on", "yes", "1")
     return False
 
 
@@ -316,7 +355,7 @@ class _ExpressionCheck(Visitor):
         if not isinstance(node, _EXPRESSION_NODES):
             raise Rejected(f"{type(node).__name__} in the {self.where} is not allowed")
         if isinstance(node, ast.ColumnRef):
-            for part in node.fields:
+            for part in node.fields or ():
                 if not isinstance(part, ast.String):
                     raise Rejected(f"'*' in the {self.where} is not allowed")
                 _identifier(part.sval, "column")
@@ -328,13 +367,13 @@ class _ExpressionCheck(Visitor):
         elif isinstance(node, ast.FuncCall):
             self._function(node)
         elif isinstance(node, ast.TypeName):
-            for part in node.names:
+            for part in node.names or ():
                 _identifier(part.sval, "type name")
 
     def _function(self, node: ast.FuncCall) -> None:
         if node.over is not None or node.agg_star or node.agg_order or node.agg_filter is not None:
             raise Rejected(f"aggregate or window calls in the {self.where} are not allowed")
-        parts = [_identifier(part.sval, "function name") for part in node.funcname]
+        parts = [_identifier(part.sval, "function name") for part in node.funcname or ()]
         if len(parts) > 2:
             raise Rejected(f"function name {'.'.join(parts)} has too many parts")
         self.functions.append(Name(parts[0] if len(parts) == 2 else None, parts[-1]))

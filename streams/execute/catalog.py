@@ -12,6 +12,7 @@ dbopt's own schema (which is refused in any case).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from psycopg import sql
 
 from streams.commands import normalized_sql
 
-from .allowlist import SYSTEM_SCHEMAS, Name, Rejected, ValidatedStatement
+from .allowlist import ALLOWED_EXTENSIONS, SYSTEM_SCHEMAS, Name, Rejected, ValidatedStatement
 from .audit import Audit, AuditRow
 
 _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
@@ -95,24 +96,81 @@ def _index_count(conn: psycopg.Connection[Any], table_oid: int) -> int:
     return int(row[0]) if row else 0
 
 
-def _immutable(conn: psycopg.Connection[Any], function: Name) -> None:
-    rows = conn.execute(
-        """
-        SELECT p.provolatile FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE p.proname = %(name)s
-          AND (CASE WHEN %(schema)s::text IS NULL THEN n.nspname = ANY(current_schemas(true))
-                    ELSE n.nspname = %(schema)s END)
-        """,
-        {"schema": function.schema, "name": function.name},
-    ).fetchall()
-    if not rows:
-        raise Rejected(f"function {function} does not exist")
-    volatile = sorted({_VOLATILITY.get(r[0], r[0]) for r in rows if r[0] != "i"})
-    if volatile:
-        raise Rejected(
-            f"function {function} is {'/'.join(volatile)}, not IMMUTABLE: an index may only call "
-            "functions without side effects whose result never changes"
-        )
+def _builtin_only(conn: psycopg.Connection[Any], stmt: ValidatedStatement, table: _Relation) -> None:
+    """Index expressions and predicates may use only built-in objects (``pg_catalog``) and those of
+    the allowlisted extensions, and only IMMUTABLE functions; a user-defined function would run with
+    the executor's role during the build. PostgreSQL itself resolves the names: the keys and the
+    predicate become the columns of a temporary view (nothing is evaluated) whose dependencies name
+    the exact functions, operators, types and collations chosen; the transaction is rolled back."""
+    for extension in stmt.extensions:
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (extension,)).fetchone() is None:
+            raise Rejected(
+                f"the index needs extension {extension}, which is not installed in this database; dbopt never "
+                f"creates extensions: a human can run CREATE EXTENSION {extension} and resubmit"
+            )
+    allowed = list(ALLOWED_EXTENSIONS)
+    member = (
+        "EXISTS (SELECT FROM pg_depend e JOIN pg_extension x ON x.oid = e.refobjid WHERE e.classid = {cls} "
+        "AND e.objid = {oid} AND e.deptype = 'e' AND e.refclassid = 'pg_extension'::regclass AND x.extname = ANY(%(allowed)s))"
+    )
+    for opclass in stmt.opclasses:
+        row = conn.execute(
+            "SELECT n.nspname, " + member.format(cls="'pg_opclass'::regclass", oid="c.oid") + " FROM pg_opclass c "
+            "JOIN pg_namespace n ON n.oid = c.opcnamespace JOIN pg_am a ON a.oid = c.opcmethod "
+            "WHERE c.opcname = %(name)s AND a.amname = %(method)s AND (CASE WHEN %(schema)s::text IS NULL "
+            "THEN pg_opclass_is_visible(c.oid) ELSE n.nspname = %(schema)s END)",
+            {"name": opclass.name, "schema": opclass.schema, "method": stmt.method, "allowed": allowed},
+        ).fetchone()
+        if row is None:
+            raise Rejected(f"operator class {opclass} does not exist for index method {stmt.method}")
+        if row[0] != "pg_catalog" and not row[1]:
+            raise Rejected(f"operator class {opclass} is not built in (schema {row[0]}): {_BUILTIN_RULE}")
+    if not stmt.probe_expressions:
+        return
+    columns = sql.SQL(", ").join(
+        sql.SQL("({}) AS {}").format(sql.SQL(text), sql.Identifier(f"e{i}")) for i, text in enumerate(stmt.probe_expressions)
+    )
+    with conn.transaction(force_rollback=True):
+        try:
+            conn.execute(sql.SQL("CREATE TEMPORARY VIEW dbopt_probe AS SELECT {} FROM ONLY {}").format(
+                columns, sql.Identifier(table.schema, table.name)))
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise
+            raise Rejected(f"the index expression is not valid here: {exc.diag.message_primary}") from None
+        rows = conn.execute(
+            "SELECT o.type, o.schema, o.identity, " + member.format(cls="d.refclassid", oid="d.refobjid") + " "
+            "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+            "CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) o "
+            "WHERE d.classid = 'pg_rewrite'::regclass AND r.ev_class = 'pg_temp.dbopt_probe'::regclass "
+            "AND d.refclassid <> 'pg_class'::regclass ORDER BY 1, 3",
+            {"allowed": allowed},
+        ).fetchall()
+        # dependencies on built-in (pinned) objects are not recorded: the functions the view calls,
+        # directly or behind its operators, are read from the stored rule's node tree instead
+        (tree,) = conn.execute(
+            "SELECT ev_action::text FROM pg_rewrite WHERE ev_class = 'pg_temp.dbopt_probe'::regclass").fetchone()  # type: ignore[misc]
+        calls = conn.execute(
+            "SELECT p.proname, p.provolatile FROM pg_proc p WHERE p.oid = ANY(%s::oid[]) "
+            "OR p.oid IN (SELECT oprcode FROM pg_operator WHERE oid = ANY(%s::oid[])) ORDER BY 1",
+            ([int(o) for o in re.findall(r":(?:funcid|opfuncid) (\d+)", tree)],
+             [int(o) for o in re.findall(r":opno (\d+)", tree)]),
+        ).fetchall()
+    for proname, volatility in calls:
+        if volatility != "i":
+            raise Rejected(
+                f"function {proname} is {_VOLATILITY.get(volatility, volatility)}, not IMMUTABLE: an index may only "
+                "call functions without side effects whose result never changes"
+            )
+    for kind, schema, identity, in_extension in rows:
+        if schema != "pg_catalog" and not in_extension:
+            raise Rejected(f"{kind} {identity} is not built in (schema {schema}): {_BUILTIN_RULE}")
+
+
+_BUILTIN_RULE = (
+    "index expressions and predicates may use only pg_catalog's functions, operators and types and those of the "
+    f"allowlisted extensions ({', '.join(ALLOWED_EXTENSIONS)}), never user-defined ones"
+)
 
 
 def _index(conn: psycopg.Connection[Any], name: Name, protected: str) -> tuple[_Relation, _Relation]:
@@ -136,8 +194,7 @@ def check(conn: psycopg.Connection[Any], stmt: ValidatedStatement, audit: Audit)
         ).fetchone()[0]  # type: ignore[index]
         if _resolve(conn, Name(table.schema, stmt.index_name)) is not None:
             raise Rejected(f"a relation named {new_index} already exists")
-        for function in stmt.functions_to_check:
-            _immutable(conn, function)
+        _builtin_only(conn, stmt, table)
         drop = sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(table.schema, stmt.index_name))
         return Facts(table.qualified, new_index, _index_count(conn, table.oid), rollback_sql=normalized_sql(drop.as_string(conn)))
     index, table = _index(conn, stmt.target, protected)

@@ -39,8 +39,10 @@ from psycopg import sql
 
 from streams import db
 from streams.commands import command_id, command_key, normalized_sql, signature_problem
-from streams.config import Settings
+from streams.config import ConfigError, Settings, settings_database
 from streams.domain.calendar import Calendar
+from streams.domain.contexts import classify
+from streams.domain.slo import slo_ms
 from streams.kafka.loop import Incoming, Stopped
 from streams.records import OptimizationCommand, OptimizationResult
 from streams.serde import DecodeError
@@ -50,6 +52,8 @@ from .allowlist import Rejected, ValidatedStatement, validate
 from .audit import Audit, AuditRow
 from .policy import Request, decide
 from .results import from_row, unverified
+from .sequence import Due, Sequencer, Tiers, plan
+from .watch import WindowWatch
 
 log = logging.getLogger("dbopt.executor")
 T = TypeVar("T")
@@ -58,6 +62,14 @@ RESULTS = prometheus_client.Counter("dbopt_executor_results", "Results the execu
 ROLLBACKS = prometheus_client.Counter("dbopt_executor_rollbacks", "Rollback commands the executor ran.")
 DB_UP = prometheus_client.Gauge("dbopt_executor_db_up", "1 while the executor has its PostgreSQL session, 0 while it "
                                 "waits for the database.")
+RAN = ("applied", "failed", "rolled_back")  # a statement ran: the sequence's pause starts
+
+
+def age_text(ms: int) -> str:
+    """``3 d 4 h``, ``2 h 5 min``, ``40 s``: a command's age for people."""
+    s = ms // 1000
+    d, h, m = s // 86_400, s % 86_400 // 3600, s % 3600 // 60
+    return f"{d} d {h} h" if d else f"{h} h {m} min" if h else f"{m} min {s % 60} s" if m else f"{s} s"
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,13 @@ class RunReport:
 
 class Executor:
     def __init__(self, settings: Settings, *, calendar: Calendar | None = None) -> None:
-        self.settings = settings
+        name = settings.executor.database or None
+        if name is not None and name not in settings.databases:
+            raise ConfigError(f"DBOPT_EXECUTOR_DATABASE={name!r} is not a name in DBOPT_DATABASES "
+                              f"({', '.join(sorted(settings.databases)) or 'empty'})")
+        # several databases: this executor serves the commands of DBOPT_DATABASES[name] only (None: the default)
+        self.database = name
+        self.settings = settings if name is None else settings.with_overrides(database_url=settings.databases[name])
         self.cfg = settings.executor
         self.key = command_key(settings)
         self.calendar = calendar or Calendar.from_settings(settings)
@@ -87,6 +105,10 @@ class Executor:
         self.report = RunReport()
         self.stop = threading.Event()
         self.outbox: list[ResultToSend] = []  # results found on (re)connection, for the next turn
+        self.tiers = Tiers.from_settings(self.cfg)
+        self.sequencer = Sequencer(self.cfg.sequence_hold_max_s)
+        self.watch = WindowWatch(settings, self.database)
+        self._queued = True  # due deferred commands may be waiting for their turn (looked at on start)
         self._conn: psycopg.Connection[Any] | None = None
         self._audit: Audit | None = None
 
@@ -115,7 +137,7 @@ class Executor:
             if self.stop.wait(1.0):
                 conn.close()
                 raise Stopped()
-        self._conn, self._audit = conn, Audit(conn, self.cfg.audit_schema)
+        self._conn, self._audit = conn, Audit(conn, self.cfg.audit_schema, self.database)
         self.audit.ensure()
         interrupted = self.audit.fail_interrupted(self.executor_id)
         for row in interrupted:
@@ -149,13 +171,13 @@ class Executor:
             self._conn.close()
         self._conn = self._audit = None
 
-    def _timed(self, statement: sql.Composable | str) -> float:
+    def _timed(self, statement: sql.Composed | str) -> float:
         """Run one statement under the executor's lock and statement timeouts; its duration in ms."""
         self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.cfg.lock_timeout_ms}ms",))
         self.conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{self.cfg.statement_timeout_ms}ms",))
         started = time.perf_counter()
         try:
-            self.conn.execute(statement if isinstance(statement, sql.Composable) else sql.SQL(statement))  # type: ignore[arg-type]
+            self.conn.execute(statement if isinstance(statement, sql.Composed) else sql.SQL(statement))
         finally:
             if self._connected():
                 self.conn.execute("RESET lock_timeout; RESET statement_timeout")
@@ -183,6 +205,8 @@ class Executor:
         problem = signature_problem(record, self.key)
         if problem:
             return [self.unverified(incoming, f"{problem}; claimed command_id {record.command_id!r}", record.sql)]
+        if settings_database(self.settings, record.database) != self.database:
+            return []  # another database's command: its own executor answers it
         return self._with_db(lambda: self._process(record))
 
     def undecodable(self, incoming: Incoming, error: DecodeError) -> ResultToSend:
@@ -200,7 +224,15 @@ class Executor:
                 return [self._outcome(row)]
             reason = f"already {row.status}{' at ' + row.finished_at.isoformat() if row.finished_at else ''}: not run again"
             return [ResultToSend(f"{row.command_id}#duplicate", from_row(row, self.executor_id, status="duplicate", reason=reason), False)]
+        age = self._now_ms() - record.created_at
+        if row is None and age > self.cfg.max_command_age_s * 1000:
+            return self._finish(record, "expired", (
+                f"expired: created {age_text(age)} ago ({age} ms), older than DBOPT_EXECUTOR_MAX_COMMAND_AGE="
+                f"{self.cfg.max_command_age_s:.0f} s; not applied (an old command is history, not an instruction)"))
         return self._evaluate(record)
+
+    def _now_ms(self) -> int:
+        return int(self.calendar.now().timestamp() * 1000)
 
     def _outcome(self, row: AuditRow) -> ResultToSend:
         return ResultToSend(row.command_id, from_row(row, self.executor_id), True)
@@ -213,7 +245,10 @@ class Executor:
         log.info("command %s %s: %s", row.command_id, status, reason)
         return [self._outcome(row)]
 
-    def _evaluate(self, record: OptimizationCommand) -> list[ResultToSend]:
+    def _evaluate(self, record: OptimizationCommand, *, sequenced: bool = False) -> list[ResultToSend]:
+        """Gate and run one command; ``sequenced``: its turn in the sequence has come (never queued again)."""
+        if record.recommendation:  # recorded for a human, never run (e.g. CREATE EXTENSION, DROP of an index dbopt did not make)
+            return self._finish(record, "rejected", f"recommendation for a human, never run by dbopt: {record.reason}")
         try:
             stmt, facts, original = self._check(record)
         except Rejected as exc:
@@ -232,11 +267,18 @@ class Executor:
             busy_tables=self.audit.busy_tables(),
             calendar=self.calendar,
         )
-        where = {"sql_text": stmt.sql_to_run, "table": facts.table, "index_name": facts.index}
+        where: dict[str, Any] = {"sql_text": stmt.sql_to_run, "table": facts.table, "index_name": facts.index}
         if decision.verdict == "reject":
             return self._finish(record, "rejected", decision.reason, **where)
         if decision.verdict == "defer":
             return self._finish(record, "deferred", decision.reason, deferred_until=decision.until, **where)
+        step = plan([self._due(record, facts.table)], self.tiers)[0]
+        if not sequenced and original is None and not record.emergency:
+            waiting = self._waiting()
+            if waiting:
+                return self._finish(record, "deferred", (
+                    f"queued ({waiting}): runs in the wedding-aware order (critical, then support, then the rest; "
+                    f"this is a {step.tier_name} table), one table at a time"), deferred_until=self.calendar.now(), **where)
         rollback_sql = facts.rollback_sql
         self.audit.save(record, "running", decision.reason, self.executor_id, started=True, rollback_sql=rollback_sql, **where)
         try:
@@ -247,7 +289,9 @@ class Executor:
             reason = f"{type(exc).__name__} (SQLSTATE {exc.sqlstate}): {exc.diag.message_primary}"
             if stmt.action == "create_index":
                 reason += "; an INVALID index left behind is dropped at the executor's next start"
+            self.sequencer.ran(step, time.monotonic())
             return self._finish(record, "failed", reason, rollback_sql=rollback_sql, **where)
+        self.sequencer.ran(step, time.monotonic())
         outcomes: list[ResultToSend] = []
         status, reason = "applied", f"applied in {duration:.0f} ms ({decision.reason})"
         if original is not None:
@@ -262,7 +306,8 @@ class Executor:
         return self._finish(record, status, reason, rollback_sql=rollback_sql, duration_ms=duration, **where) + outcomes
 
     def _check(self, record: OptimizationCommand) -> tuple[ValidatedStatement, catalog.Facts, AuditRow | None]:
-        expected = command_id(record.origin, record.action, record.sql, record.rollback_of, record.created_at)
+        expected = command_id(record.origin, record.action, record.sql, record.rollback_of, record.created_at,
+                              record.database)
         if expected != record.command_id:
             raise Rejected("command_id does not match the command's origin, action and statement")
         if record.emergency and record.origin != "operator":
@@ -291,20 +336,59 @@ class Executor:
 
     # -- deferred commands ------------------------------------------------------------------
 
-    def recheck_deferred(self) -> list[ResultToSend]:
-        """Re-examine deferred commands whose time has come (their signed record is in the audit)."""
+    def recheck(self) -> list[ResultToSend]:
+        """Periodic work: drop INVALID indexes left behind; look at the due deferred commands again."""
+        self._with_db(self._drop_invalid_indexes)
+        self._queued = True
+        return []
+
+    def sequence_turn(self) -> list[ResultToSend]:
+        """Called every loop turn: when due deferred commands wait (a freeze ended, a burst was
+        queued, the database came back) and the sequence allows it, run the next step of
+        :func:`~.sequence.plan` — one table's commands — and nothing more this turn."""
+        if not self._queued:
+            return []
+        latest = self.watch.poll()  # read on every turn while commands wait, so the check sees the newest windows
+        ok, _why = self.sequencer.may_start(time.monotonic(), lambda: latest, self._slo_ms,
+                                            self.settings.detect.min_samples)
+        if not ok:
+            return []
+        return self._with_db(self._next_step)
+
+    def _next_step(self) -> list[ResultToSend]:
+        """The first step whose commands run; steps whose commands are only deferred again (a freeze
+        still on, a busy table) or rejected are passed over. Nothing ran: wait for the next recheck."""
+        rows = {row.command_id: row for row in self.audit.due_deferred(self.calendar.now())}
         outcomes: list[ResultToSend] = []
-        for row in self.audit.due_deferred():
-            problem = signature_problem(row.command, self.key)
-            if problem:
-                outcomes += self._finish(row.command, "rejected", f"stored deferred command: {problem}")
-            else:
-                outcomes += self._evaluate(row.command)
+        for step in plan([self._due(row.command, row.table_name) for row in rows.values()], self.tiers):
+            log.info("sequence: %s step on %s: %s", step.tier_name, step.table, ", ".join(step.command_ids))
+            for cid in step.command_ids:
+                command = rows[cid].command
+                problem = signature_problem(command, self.key)
+                if problem:
+                    outcomes += self._finish(command, "rejected", f"stored deferred command: {problem}")
+                else:
+                    outcomes += self._evaluate(command, sequenced=True)
+            if any(item.result.status in RAN for item in outcomes):
+                return outcomes
+        self._queued = False
         return outcomes
 
-    def recheck(self) -> list[ResultToSend]:
-        """Periodic work: drop INVALID indexes left behind, re-examine deferred commands."""
-        return self._with_db(lambda: (self._drop_invalid_indexes(), self.recheck_deferred())[1])
+    def _waiting(self) -> str:
+        """Why a command that may run must queue instead (empty: it runs now)."""
+        if self.sequencer.busy(time.monotonic()):
+            return f"the last change is stabilizing for {self.sequencer.next_at - time.monotonic():.0f} s more"
+        if self._queued and self.audit.due_deferred(self.calendar.now()):
+            return "other commands are due before it"
+        return ""
+
+    def _due(self, record: OptimizationCommand, table: str | None) -> Due:
+        context = record.context or (classify((table,), self.settings.domain).context if table else None)
+        return Due(record.command_id, table, context, record.service, record.priority, record.created_at,
+                   record.emergency)
+
+    def _slo_ms(self, context: str, at_ms: int) -> float:
+        return slo_ms(context, at_ms, self.settings.domain, self.settings.timezone)
 
     def mark_emitted(self, sent: list[ResultToSend]) -> None:
         """The broker has these results: count them, and mark the audited ones emitted."""
@@ -313,7 +397,12 @@ class Executor:
             RESULTS.labels(item.result.status).inc()
         audited = [item.result.command_id for item in sent if item.audited]
         if audited:
-            self._with_db(lambda: [self.audit.mark_result_emitted(cid) for cid in audited])
+            def mark() -> None:
+                for cid in audited:
+                    self.audit.mark_result_emitted(cid)
+
+            self._with_db(mark)
 
     def close(self) -> None:
         self._close_db()
+        self.watch.close()
