@@ -159,3 +159,14 @@ def test_every_new_alert_kind_renders_as_a_notification() -> None:
     assert "1,500 events per window (limit 1,200)" in rendered["surge"].message.title
     assert "pool maxima 306 vs 197 connections allowed" in rendered["budget"].message.title
     assert "mean 61" in rendered["statement"].message.title and "pool at 100%" in rendered["pool"].message.title
+
+
+def test_each_database_is_its_own_series() -> None:
+    from msgspec.structs import replace
+
+    run = Run()
+    # shop-a fails, shop-b is healthy: shop-b's good windows neither resolve nor hide shop-a's breach
+    alerts = []
+    for i in range(3):
+        alerts += run.feed(replace(window(i, errors=9), database="shop-a"), replace(window(i, errors=0), database="shop-b"))
+    assert [(a.kind, a.state, a.database) for a in alerts] == [("errors", "firing", "shop-a")]

@@ -44,12 +44,16 @@ class Outcome:
     alerts: list[Alert] = field(default_factory=list)
 
 
+def _database(window: WindowStats) -> list[str]:
+    return [] if window.database is None else [window.database]  # several databases: one series each
+
+
 def errors_key(window: WindowStats) -> str:
-    return json.dumps(["errors", window.window_kind, window.service, window.context])
+    return json.dumps(["errors", window.window_kind, window.service, window.context, *_database(window)])
 
 
 def surge_key(window: WindowStats) -> str:
-    return json.dumps(["surge", window.window_kind, window.service])
+    return json.dumps(["surge", window.window_kind, window.service, *_database(window)])
 
 
 def _most_critical(a: str, b: str) -> str:
@@ -153,6 +157,7 @@ class TrafficDetector:
                 window_id=window_id, window_kind=window.window_kind, window_start=done["start"], window_end=done["end"],
                 service=window.service, context=done["context"], criticality=done["criticality"],
                 count=done["count"], errors=0, min_ms=0.0, max_ms=0.0, p50_ms=0.0, p95_ms=0.0, p99_ms=0.0,
+                database=window.database,
             )
             outcome.alerts.append(self._alert(
                 "surge", change, condition["severity"], done_window, done["context"], window_id,
@@ -182,4 +187,5 @@ class TrafficDetector:
             created_at=now_ms,
             metric=metric,
             season=season(window.window_start, self.settings.timezone),
+            database=window.database,
         )
