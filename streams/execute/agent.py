@@ -34,6 +34,7 @@ class ExecutorStage(Stage):
 
     def restore(self) -> None:
         # connects (interrupted rows, invalid indexes, lost results); the first tick sends what it found
+        # and starts the sequence of the deferred commands that are due
         self.executor.outbox += self.executor.recheck()
 
     def on_record(self, incoming: Incoming) -> Iterable[Emit]:
@@ -52,6 +53,8 @@ class ExecutorStage(Stage):
         if time.monotonic() - self._last_recheck >= self.executor.cfg.deferred_recheck_s:
             emits += self._send(self.executor.recheck())
             self._last_recheck = time.monotonic()
+        # at most one table's commands per turn, in the wedding-aware order (streams.execute.sequence)
+        emits += self._send(self.executor.sequence_turn())
         return emits
 
     def checkpoint(self) -> None:
@@ -81,8 +84,10 @@ def run_executor(executor: Executor, *, once: bool = False, max_commands: int | 
     health = health or Health("executor")
     stage = ExecutorStage(executor, health, once=once, max_commands=max_commands, idle_timeout=idle_timeout)
     try:
+        # one executor per database, each with its own group: every one reads every command, runs its own
+        group = cfg.consumer_group if executor.database is None else f"{cfg.consumer_group}-{executor.database}"
         run_stage(
-            executor.settings, stage, group_id=cfg.consumer_group, stop=executor.stop, health=health, batch_size=1,
+            executor.settings, stage, group_id=group, stop=executor.stop, health=health, batch_size=1,
             poll_timeout_s=cfg.poll_timeout_s,
             # a dead executor's partitions move on quickly; a long CONCURRENTLY build is not a dead consumer
             consumer_overrides={"session.timeout.ms": 10_000,

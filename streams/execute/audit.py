@@ -208,8 +208,9 @@ class Audit:
         )
         return rows[-1] if rows else None
 
-    def due_deferred(self) -> list[AuditRow]:
-        return self._rows("status = 'deferred' AND deferred_until <= now()", {})
+    def due_deferred(self, now: datetime) -> list[AuditRow]:
+        """Deferred rows whose time has come by ``now`` (the platform calendar's clock, which set them)."""
+        return self._rows("status = 'deferred' AND deferred_until <= %(now)s", {"now": now})
 
     def pending_results(self) -> list[AuditRow]:
         """Final rows whose result never reached Kafka (deferred re-examinations, crashes)."""

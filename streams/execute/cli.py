@@ -19,11 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="exit when no command arrived for --idle-timeout seconds")
     parser.add_argument("--idle-timeout", type=positive_float, default=5.0, help="seconds without a command before --once exits")
     parser.add_argument("--max-commands", type=positive_int, default=None, help="exit after this many commands")
+    parser.add_argument("--database", default=None, metavar="NAME",
+                        help="serve the database DBOPT_DATABASES names NAME (default: DBOPT_DATABASE_URL); one executor "
+                             "per database, each with its own advisory lock and consumer group (<group>-NAME)")
     add_logging_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if args.database:
+        settings = settings.with_overrides(executor=settings.executor.with_overrides(database=args.database))
     executor = Executor(settings)
     stop_on_signals(executor.stop)  # finish the current command, commit, exit
     health = Health("executor")

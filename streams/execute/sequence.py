@@ -152,14 +152,15 @@ class Sequencer:
         """A step ran and its pause is not over: new commands queue behind it."""
         return now < self.next_at
 
-    def may_start(self, now: float, latest: Sequence[LatestWindow], slo_ms: Callable[[str, int], float],
-                  min_samples: int) -> tuple[bool, str]:
-        """Whether the next step may start now (pause over, the last step's contexts settled)."""
+    def may_start(self, now: float, latest: Callable[[], Sequence[LatestWindow]],
+                  slo_ms: Callable[[str, int], float], min_samples: int) -> tuple[bool, str]:
+        """Whether the next step may start now (pause over, the last step's contexts settled);
+        ``latest`` reads the latest windows (only called when a step's contexts are to be checked)."""
         if self.busy(now):
             return False, f"stabilization pause: {self.next_at - now:.0f} s left"
         if not self.last_contexts:
             return True, "no step is stabilizing"
-        ok, why = settled(self.last_contexts, latest, slo_ms, min_samples)
+        ok, why = settled(self.last_contexts, latest(), slo_ms, min_samples)
         if ok:
             self.held_since = None
             return True, why
