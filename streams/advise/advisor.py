@@ -29,7 +29,7 @@ from streams.advise.evaluate import EvaluationError, Evaluator, QueryInput
 from streams.advise.records import analyze_command, index_command, kept_result, rollback_command
 from streams.advise.verify import Verifier
 from streams.commands import command_key
-from streams.config import Settings
+from streams.config import Settings, database_url_of, settings_database
 from streams.kafka.loop import Emit
 from streams.records import Alert, OptimizationCommand, OptimizationResult, WindowStats
 
@@ -123,12 +123,19 @@ class Advisor:
         self.outbox.append(Emit(self.settings.topics.commands, command.command_id, command))
 
     def _advise(self) -> bool:
-        """Evaluate the waiting fingerprints and send commands; False when the database failed."""
-        fingerprints = sorted(self.waiting)
+        """Evaluate the waiting fingerprints, each against the database its alert names (several
+        databases: DBOPT_DATABASES), and send commands; False when a database failed."""
+        by_database: dict[str | None, list[str]] = {}
+        for fp in sorted(self.waiting):
+            by_database.setdefault(settings_database(self.settings, self.firing[fp].database), []).append(fp)
+        return all([self._advise_database(database, fps) for database, fps in by_database.items()])
+
+    def _advise_database(self, database: str | None, fingerprints: list[str]) -> bool:
         history = self.verifier.history
         queries = [QueryInput.from_alert(self.firing[fp], history.calls_per_s(fp)) for fp in fingerprints]
         try:
-            evaluator = self.connect()
+            evaluator = self.connect() if database is None else Evaluator.connect(
+                self.settings.with_overrides(database_url=database_url_of(self.settings, database)))
         except (psycopg.Error, EvaluationError) as exc:
             log.error("cannot evaluate %d fingerprint(s) now, will retry: %s", len(queries), exc)
             return False
@@ -141,14 +148,14 @@ class Advisor:
             return False
         finally:
             evaluator.close()
-        self.waiting.clear()
+        self.waiting.difference_update(fingerprints)
         for proposal in decision.proposals:
             alert = self.firing.get(proposal.fingerprints[0])
             self._send_command(index_command(proposal, alert, self.key))
             log.info("proposed %s for %s", proposal.candidate.describe(), ", ".join(proposal.fingerprints))
         served = tuple(fingerprints)
         for stats, why in decision.analyze:
-            self._send_command(analyze_command(stats, why, served, self.key))
+            self._send_command(analyze_command(stats, why, served, self.key, database))
         for fp, why in decision.unserved:
             log.info("no index for %s: %s", fp, why)
         return True

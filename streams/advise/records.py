@@ -30,12 +30,14 @@ def index_command(proposal: Proposal, alert: Alert | None, key: bytes) -> Optimi
             cost_before=proposal.cost_before,
             cost_after=proposal.cost_after,
             reason=f"index {candidate.describe()}: {proposal.reason}",
+            database=alert.database if alert else None,
         ),
         key,
     )
 
 
-def analyze_command(stats: TableStats, why: str, fingerprints: tuple[str, ...], key: bytes) -> OptimizationCommand:
+def analyze_command(stats: TableStats, why: str, fingerprints: tuple[str, ...], key: bytes,
+                    database: str | None = None) -> OptimizationCommand:
     """The signed ANALYZE command for a table whose statistics are stale."""
     return sign(
         build_command(
@@ -45,6 +47,7 @@ def analyze_command(stats: TableStats, why: str, fingerprints: tuple[str, ...], 
             table=stats.qualified,
             fingerprints=fingerprints,
             reason=f"statistics of {stats.qualified} are stale: {why}",
+            database=database,
         ),
         key,
     )
@@ -70,6 +73,7 @@ def rollback_command(pending: Pending, verdict: Verdict, key: bytes) -> Optimiza
             cost_before=pending.cost_before,
             cost_after=pending.cost_after,
             reason=f"rollback of {pending.index_name}: {verdict.reason} ({figures})",
+            database=pending.database,
         ),
         key,
     )

@@ -120,6 +120,7 @@ class Pending:
     cost_after: float | None = None
     service: str | None = None
     context: str | None = None
+    database: str | None = None  # the DBOPT_DATABASES name of the target (None: the default database)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +234,7 @@ class Verifier:
             sql=result.sql,
             rollback_sql=result.rollback_sql or "",
             applied_at=result.finished_at,
+            database=result.database,
         )
         command = self.evidence.get(cid)
         if command is not None:
@@ -280,5 +282,6 @@ def _fill(pending: Pending, command: OptimizationCommand) -> None:
     pending.cost_after = command.cost_after
     pending.service = command.service
     pending.context = command.context
+    pending.database = command.database
     pending.table = pending.table or command.table or ""
     pending.rollback_sql = pending.rollback_sql or command.rollback_sql or ""
