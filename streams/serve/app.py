@@ -299,6 +299,17 @@ def create_app(parts: Parts) -> FastAPI:
     def login_form(request: Request, next: str = "/", failed: int = 0) -> HTMLResponse:  # noqa: A002
         return page(request, "login", None, next=_local(next), failed=bool(failed))
 
+    @app.get("/basic-login", include_in_schema=False)
+    async def basic_login(request: Request, next: str = "/") -> Response:  # noqa: A002
+        """The browser's own basic-auth prompt instead of the form: a 401 challenge until it sends
+        a user (at the site's root, so the browser then sends it with every page)."""
+        try:
+            await current_user(request)
+        except NotAuthenticated:
+            return JSONResponse({"detail": "authentication required"}, status_code=401,
+                                headers={"WWW-Authenticate": REALM})
+        return RedirectResponse(_local(next), status_code=303)
+
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = await request.form()

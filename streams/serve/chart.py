@@ -47,8 +47,8 @@ def render(chart: Chart, timezone: str) -> str:
         value = top * fraction
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}"/>'
                      f'<text class="axis" x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.0f}</text>')
-    for ms in sorted({t0, (t0 + t1) // 2, t1}):
-        parts.append(f'<text class="axis" x="{x(ms):.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
+    for ms, anchor in sorted({(t0, "start"), ((t0 + t1) // 2, "middle"), (t1, "end")}):
+        parts.append(f'<text class="axis" x="{x(ms):.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">'
                      f'{_clock(ms, timezone)}</text>')
     parts.append(f'<text class="axis" x="12" y="{TOP + plot_h / 2:.0f}" transform="rotate(-90 12 {TOP + plot_h / 2:.0f})"'
                  ' text-anchor="middle">ms</text>')

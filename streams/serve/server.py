@@ -17,6 +17,7 @@ import uvicorn
 
 from streams.config import ConfigError, Settings
 from streams.kafka.health import Health
+from streams.kafka.loop import stop_on_signals
 
 from .actions import Actions
 from .agent import ServeStage, start_agent
@@ -72,6 +73,9 @@ def run(settings: Settings, host: str, port: int, announce: bool = True) -> None
     parts, stage = build(settings)
     server, sock = _server(parts, host, port)
     stop = threading.Event()
+    # uvicorn handles SIGTERM/SIGINT while it runs and raises the signal again once it stopped:
+    # these handlers take it then (the stage stops, the command exits 0)
+    stop_on_signals(stop)
     agent = start_agent(settings, stage, stop, parts.health)
     if announce:
         print(f"dbopt serve: {address(sock)}", flush=True)
