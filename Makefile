@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status test unit demo bench clean lock tools
+.PHONY: install up down status test unit demo bench clean lock tools browser
 
 # the locked versions (requirements/dev.lock: engine + dev, hashes checked), then dbopt-streams itself, editable
 $(STAMP): pyproject.toml requirements/dev.lock requirements/build.lock
@@ -30,6 +30,13 @@ $(TOOLS)/.complete: $(STAMP) k8s/tools/fetch.py k8s/tools/strimzi-crds.xml
 
 tools: $(TOOLS)/.complete
 
+# Debian's Chromium for the browser tests of dbopt serve (tests/test_serve_browser.py, Playwright with
+# executable_path=/usr/bin/chromium; Playwright's own browser download is not used)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium with apt-get ..."; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 install: $(STAMP)
 
 up: $(STAMP)
@@ -42,7 +49,7 @@ status: $(STAMP)
 	$(BIN)/python -m streams.devenv status
 
 # the whole suite: the suite's own fixtures start Kafka and PostgreSQL (make up) when needed
-test: up tools
+test: up tools browser
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 # only the tests that need no server
