@@ -250,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
         children.start("worker", ["worker", *logging_options], env)
         children.start("advisor", ["advisor", *logging_options], env)
         children.start("executor", ["executor", *logging_options], env)
+        from streams.serve.demo import demo_login  # dbopt serve: the live page, a demo operator, notify's links
+        page = demo_login(env, settings, DEMO_DIR)
+        children.start("serve", ["serve", *logging_options], env)
+        out.write(f"   {page}\n")
         from streams.notify.demo import start_demo_slack, url_of  # dbopt notify -> a local Slack-compatible endpoint
         env["DBOPT_NOTIFY_SLACK_WEBHOOK_URL"] = url_of(start_demo_slack(out))
         children.start("notify", ["notify", *logging_options], env)
