@@ -828,7 +828,8 @@ class ServeSettings(Group):
     session_max_age_s: int = Field(8 * 3600, ge=60, description="A login session ends after this long (s)")
     cookie_secure: bool = Field(False, description="Send the session cookie only over HTTPS (set behind TLS)")
     retention_s: PositiveFloat = Field(
-        6 * 3600.0, description="The view keeps this much history per key (windows, alerts, optimizations) (s)"
+        6 * 3600.0, description="The view keeps the windows of this long per series (alerts and optimizations: "
+        "the newest DBOPT_SERVE_MAX_RECORDS) (s)"
     )
     max_windows_per_key: int = Field(720, ge=1, description="Most windows kept per (service, fingerprint/context)")
     max_keys: int = Field(5000, ge=1, description="Most window series kept; the least recently updated go first")
