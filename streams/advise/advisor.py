@@ -27,6 +27,7 @@ from streams.advise.analysis import analyze_sql
 from streams.advise.candidates import created_index_name
 from streams.advise.evaluate import EvaluationError, Evaluator, QueryInput
 from streams.advise.records import analyze_command, index_command, kept_result, rollback_command
+from streams.advise.sweep import Sweeper
 from streams.advise.verify import Verifier
 from streams.commands import command_key
 from streams.config import Settings, database_url_of, settings_database
@@ -55,6 +56,7 @@ class Advisor:
         self.waiting: set[str] = set()  # firing fingerprints not evaluated yet
         self.proposed: set[str] = set()  # command ids sent by this process
         self.retry_at_ms = 0  # after a database failure, evaluation waits until then
+        self.sweeper = Sweeper(settings, self.key)  # scheduled sweeps, checks of applied maintenance
 
     # --- durable state (see streams.advise.state) ---------------------------------------------------
 
@@ -64,6 +66,7 @@ class Advisor:
             "waiting": sorted(self.waiting),
             "proposed": sorted(self.proposed),
             "verifier": self.verifier.snapshot(),
+            "sweeper": self.sweeper.snapshot(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -71,6 +74,7 @@ class Advisor:
         self.waiting = set(state.get("waiting", ()))
         self.proposed = set(state.get("proposed", ()))
         self.verifier.restore(state.get("verifier", {}))
+        self.sweeper.restore(state.get("sweeper", {}))
 
     # --- input -----------------------------------------------------------------------------------
 
@@ -91,8 +95,10 @@ class Advisor:
 
     def on_command(self, command: OptimizationCommand) -> None:
         self.verifier.on_command(command)
+        self.sweeper.on_command(command)
 
     def on_result(self, result: OptimizationResult) -> None:
+        self.sweeper.on_result(result)
         created = created_index_name(result.sql)  # only CREATE INDEX results are verified
         pending = self.verifier.on_result(result, created and (result.index_name or created))
         if pending is not None:
@@ -114,6 +120,10 @@ class Advisor:
                 command = rollback_command(pending, verdict, self.key)
                 log.warning("rolling back %s: %s (command %s)", pending.index_name, verdict.reason, command.command_id)
                 self._send_command(command)
+        commands, checked = self.sweeper.tick(now_ms)
+        for command in commands:
+            self._send_command(command)
+        self.outbox += [Emit(self.settings.topics.results, r.command_id, r) for r in checked]
 
     def _send_command(self, command: OptimizationCommand) -> None:
         if command.command_id in self.proposed:
@@ -151,11 +161,13 @@ class Advisor:
         self.waiting.difference_update(fingerprints)
         for proposal in decision.proposals:
             alert = self.firing.get(proposal.fingerprints[0])
-            self._send_command(index_command(proposal, alert, self.key))
+            self._send_command(index_command(proposal, alert, self.key, self.sweeper.index_priority(proposal)))
             log.info("proposed %s for %s", proposal.candidate.describe(), ", ".join(proposal.fingerprints))
         served = tuple(fingerprints)
         for stats, why in decision.analyze:
             self._send_command(analyze_command(stats, why, served, self.key, database))
+        for extension, why in decision.extensions:
+            self._send_command(self.sweeper.extension_command(extension, why, database))
         for fp, why in decision.unserved:
             log.info("no index for %s: %s", fp, why)
         return True

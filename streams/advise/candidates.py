@@ -91,15 +91,7 @@ class IndexCandidate:
 
     def drop_sql(self) -> str:
         """``DROP INDEX CONCURRENTLY [schema.]name`` — the rollback of :meth:`create_sql`."""
-        names = (self.schema, self.name) if self.schema else (self.name,)
-        stmt = ast.DropStmt(
-            objects=(tuple(ast.String(sval=n) for n in names),),
-            removeType=enums.ObjectType.OBJECT_INDEX,
-            behavior=enums.DropBehavior.DROP_RESTRICT,
-            missing_ok=False,
-            concurrent=True,
-        )
-        return RawStream()(stmt)
+        return drop_index_statement(self.schema, self.name)
 
     def describe(self) -> str:
         cols = ", ".join(
@@ -166,6 +158,19 @@ def normalize_expression(text: str) -> str:
 
 def _range_var(table: str, schema: str | None) -> ast.RangeVar:
     return ast.RangeVar(relname=table, schemaname=schema, inh=True, relpersistence="p")
+
+
+def drop_index_statement(schema: str | None, name: str) -> str:
+    """``DROP INDEX CONCURRENTLY [schema.]name``, deparsed from its parse tree."""
+    names = (schema, name) if schema else (name,)
+    stmt = ast.DropStmt(
+        objects=(tuple(ast.String(sval=n) for n in names),),
+        removeType=enums.ObjectType.OBJECT_INDEX,
+        behavior=enums.DropBehavior.DROP_RESTRICT,
+        missing_ok=False,
+        concurrent=True,
+    )
+    return RawStream()(stmt)
 
 
 def analyze_statement(table: str, schema: str | None) -> str:

@@ -44,24 +44,35 @@ def _shape_lines(shape: QueryShape) -> list[str]:
             ("join", ", ".join(t.join)),
             ("order by", ", ".join(o.column + (" DESC" if o.descending else "") for o in t.order_by)),
             ("constant filters", "; ".join(f"{f.column} IN {f.values!r}" for f in t.constant_filters)),
+            ("text search", "; ".join(f"{x.key} {x.operator} ({x.kind})" for x in t.text_search)),
         ]
         lines += [f"  {name}: {value}" for name, value in parts if value]
+    for number, group in enumerate(shape.or_groups, 1):
+        branches = " OR ".join("(" + ", ".join([*b.equality, *b.range, *(x.key for x in b.text_search)]) + ")" for b in group)
+        lines.append(f"OR group {number}: {branches}")
     if shape.ambiguous:
         lines.append(f"unqualified columns not attributed to a table: {', '.join(shape.ambiguous)}")
+    lines += [f"not understood: {why}" for why in shape.not_understood]
     return lines
 
 
 def _evaluation_lines(ev: QueryEvaluation) -> list[str]:
     if ev.error:
         return [f"cannot evaluate: {ev.error}"]
-    lines = [f"plan cost (generic plan, no new index): {ev.cost_before:.1f}", "candidates:"]
+    lines = [f"plan cost (no new index, {ev.plans[0] if ev.plans else 'generic plan'}): {ev.cost_before:.1f}"
+             + (f"; also planned with {', '.join(ev.plans[1:])}" if len(ev.plans) > 1 else ""), "candidates:"]
     for cc in sorted(ev.costs, key=lambda c: c.cost_after):
         lines.append(
-            f"  {cc.candidate.describe():60s} cost {cc.cost_before:10.1f} -> {cc.cost_after:10.1f}  "
-            f"({-cc.improvement:+.0%})"
+            f"  {cc.describe():60s} cost {cc.cost_before:10.1f} -> {cc.cost_after:10.1f}  "
+            f"({-cc.improvement:+.0%})  validated by {cc.method} ({cc.plan})"
         )
+        if cc.evidence:
+            lines.append("      measured: " + ", ".join(f"{k}={v:g}" for k, v in cc.evidence.items()))
     for candidate, existing in ev.covered:
         lines.append(f"  {candidate.describe():60s} already covered by index {existing}")
+    if not ev.costs and not ev.covered:
+        lines.append("  none tested")
+    lines += [f"note: {note}" for note in ev.notes]
     return lines
 
 
@@ -71,12 +82,15 @@ def _decision_lines(decision: Decision) -> list[str]:
         lines += [
             f"  CREATE: {p.candidate.create_sql()}",
             f"    because: {p.reason}",
+            f"    validated by: {p.method}",
             f"    rollback: {p.candidate.drop_sql()}",
         ]
     for stats, why in decision.analyze:
         lines.append(f"  {analyze_statement(stats.table, stats.schema)}: statistics are stale ({why})")
     for _, why in decision.unserved:
         lines.append(f"  no index: {why}")
+    for extension, why in decision.extensions:
+        lines.append(f"  recommendation for a human: CREATE EXTENSION {extension} ({why})")
     return lines
 
 
@@ -92,21 +106,26 @@ def analysis_document(
     if ev is not None:
         doc["cost_before"] = ev.cost_before
         doc["candidates"] = [
-            {"index": c.candidate.describe(), "name": c.candidate.name, "cost_before": c.cost_before,
-             "cost_after": c.cost_after, "improvement": c.improvement}
+            {"index": c.describe(), "names": [m.name for m in c.members], "cost_before": c.cost_before,
+             "cost_after": c.cost_after, "improvement": c.improvement, "method": c.method, "plan": c.plan,
+             "evidence": dict(c.evidence)}
             for c in ev.costs
         ]
+        doc["notes"] = ev.notes
+        doc["plans"] = ev.plans
         doc["covered"] = [{"index": c.describe(), "by": name} for c, name in ev.covered]
         doc["evaluation_error"] = ev.error
     if decision is not None:
         doc["decision"] = {
             "create": [
                 {"sql": p.candidate.create_sql(), "rollback_sql": p.candidate.drop_sql(), "reason": p.reason,
-                 "cost_before": p.cost_before, "cost_after": p.cost_after, "fingerprints": list(p.fingerprints)}
+                 "cost_before": p.cost_before, "cost_after": p.cost_after, "fingerprints": list(p.fingerprints),
+                 "method": p.method, "together_with": list(p.together)}
                 for p in decision.proposals
             ],
             "analyze": [{"sql": analyze_statement(s.table, s.schema), "reason": why} for s, why in decision.analyze],
             "no_index": [why for _, why in decision.unserved],
+            "extensions": [{"extension": x, "reason": why} for x, why in decision.extensions],
         }
     return doc
 

@@ -574,13 +574,13 @@ class Evaluator:
         groups = [[replace(b, schema=by_name[b.table].schema) for b in group]
                   for group in shape.or_groups if all(b.table in by_name for b in group)]
         ev.shape = replace(shape, tables=resolved, or_groups=groups)
+        sampled: dict[str, list[IndexCandidate]] = {}
         try:
             plans = self._plans(ev.shape, schemas)
             ev.plans = sorted({p.label for p in plans})
             before = [_plan_cost(self.conn, ev.shape, plan) for plan in plans]
             ev.cost_before = before[0]
             singles: dict[str, tuple[IndexCandidate, list[float]]] = {}
-            sampled: dict[str, list[IndexCandidate]] = {}
             for candidate in dict.fromkeys([*candidates_for(ev.shape, self.settings.max_index_columns), *unions]):
                 cover = covering_index(candidate, existing.get(candidate.table, ()))
                 if cover is not None:

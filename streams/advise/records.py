@@ -13,8 +13,9 @@ from streams.commands import build_command, sign
 from streams.records import Alert, OptimizationCommand, OptimizationResult
 
 
-def index_command(proposal: Proposal, alert: Alert | None, key: bytes) -> OptimizationCommand:
-    """The signed CREATE INDEX CONCURRENTLY command for ``proposal``, with its evidence."""
+def index_command(proposal: Proposal, alert: Alert | None, key: bytes, priority: int = 0) -> OptimizationCommand:
+    """The signed CREATE INDEX CONCURRENTLY command for ``proposal``, with its evidence, the extensions
+    it needs and its priority."""
     candidate = proposal.candidate
     return sign(
         build_command(
@@ -29,7 +30,10 @@ def index_command(proposal: Proposal, alert: Alert | None, key: bytes) -> Optimi
             p95_before_ms=proposal.p95_before_ms,
             cost_before=proposal.cost_before,
             cost_after=proposal.cost_after,
-            reason=f"index {candidate.describe()}: {proposal.reason}",
+            reason=f"index {candidate.describe()} (validated by {proposal.method}): {proposal.reason}",
+            priority=priority,
+            evidence=proposal.evidence,
+            requires=candidate.extensions,
             database=alert.database if alert else None,
         ),
         key,
