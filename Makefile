@@ -39,8 +39,9 @@ browser:
 
 install: $(STAMP)
 
+# Kafka (with its SASL_SSL listener: .run/env-secure) and PostgreSQL
 up: $(STAMP)
-	$(BIN)/python -m streams.devenv up
+	$(BIN)/python -m streams.devenv up --secure
 
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m streams.devenv down; fi

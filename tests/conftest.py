@@ -20,7 +20,7 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 
 def _infra_up() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "streams.devenv", "up"], capture_output=True, text=True, cwd=CHECKOUT
+        [sys.executable, "-m", "streams.devenv", "up", "--secure"], capture_output=True, text=True, cwd=CHECKOUT
     )
     if proc.returncode != 0:
         raise RuntimeError(f"could not start local Kafka/PostgreSQL:\n{proc.stdout}\n{proc.stderr}")
