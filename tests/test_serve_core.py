@@ -22,9 +22,10 @@ KEY = b"serve-core-key"
 MIN = 60_000
 
 
-def view(**serve: Any) -> View:
+def view(aggressiveness: str = "moderate", **serve: Any) -> View:
     settings = Settings(freeze_weekdays=("sat",))
-    settings = settings.with_overrides(serve=settings.serve.with_overrides(**serve))
+    settings = settings.with_overrides(serve=settings.serve.with_overrides(**serve),
+                                       executor=settings.executor.with_overrides(aggressiveness=aggressiveness))
     calendar = Calendar("UTC", ("sat",), clock=lambda: datetime.fromtimestamp(NOW / 1000, timezone.utc))
     return View(settings, clock=lambda: NOW, calendar=calendar)
 
@@ -166,8 +167,7 @@ def test_recommendations_follow_the_policy_and_the_decisions() -> None:
     v.add_decision(Decision(drop.command_id, "dismissed", "olivia", NOW, None))
     assert [(r.state, r.decision.decided_by) for r in v.recommendations()] == [("dismissed", "olivia")]  # type: ignore[union-attr]
 
-    rec = view()
-    rec.settings = rec.settings.with_overrides(executor=rec.settings.executor.with_overrides(aggressiveness="recommend"))
+    rec = view("recommend")
     rec.add(create)
     rec.add(command("CREATE INDEX CONCURRENTLY i3 ON bookings (email)", origin="operator"))  # a person's: not waiting
     assert [r.id for r in rec.recommendations()] == [create.command_id]

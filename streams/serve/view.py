@@ -340,6 +340,12 @@ class _Series:
     ids: set[str] = field(default_factory=set)
 
 
+def _observed_after(series: Iterable[_Series], since_ms: int) -> float | None:
+    """The median p95 of the first windows that started after ``since_ms`` (None: none yet)."""
+    after = sorted((w for s in series for w in s.windows if w.window_start >= since_ms), key=lambda w: w.window_start)
+    return statistics.median(w.p95_ms for w in after[:AFTER_WINDOWS]) if after else None
+
+
 def _condition(alert: Alert) -> ConditionKey:
     return (alert.kind, alert.service, alert.context, alert.fingerprint, alert.pool_name)
 
@@ -634,7 +640,11 @@ class View:
         """Every command kept, the newest first."""
         with self._lock:
             rolled_back_by = {c.rollback_of: c.command_id for c in self._commands.values() if c.rollback_of}
-            joined = [self._join(c, rolled_back_by.get(c.command_id)) for c in self._commands.values()]
+            by_fingerprint: dict[str, list[_Series]] = {}
+            for (_, _, fp), series in self._series.items():
+                if fp is not None:
+                    by_fingerprint.setdefault(fp, []).append(series)
+            joined = [self._join(c, rolled_back_by.get(c.command_id), by_fingerprint) for c in self._commands.values()]
             undo_at = {o.command_id: o.applied_at for o in joined if o.rollback_of}
             joined = [replace(o, rolled_back_at=undo_at.get(o.rolled_back_by or "")) for o in joined]
         return sorted(joined, key=lambda o: -o.created_at)
@@ -642,7 +652,8 @@ class View:
     def optimization(self, command_id: str) -> Optimization | None:
         return next((o for o in self.optimizations() if o.command_id == command_id), None)
 
-    def _join(self, command: OptimizationCommand, rolled_back_by: str | None) -> Optimization:
+    def _join(self, command: OptimizationCommand, rolled_back_by: str | None,
+              by_fingerprint: Mapping[str, list[_Series]]) -> Optimization:
         results = self._results.get(command.command_id, [])
         audit = self._audit.get(command.command_id)
         status, status_reason, finished = "sent", "waiting for the executor", None
@@ -660,7 +671,7 @@ class View:
         verdict = "kept" if kept else ("rolled_back" if status == "rolled_back" and not command.rollback_of else None)
         after, source = (kept.p95_after_ms, "verifier") if kept and kept.p95_after_ms is not None else (None, None)
         if after is None and applied_at is not None and command.action == "create_index":
-            after = self._observed_after(command.fingerprints, applied_at)
+            after = _observed_after([s for fp in command.fingerprints for s in by_fingerprint.get(fp, ())], applied_at)
             source = "observed" if after is not None else None
         return Optimization(
             command_id=command.command_id, created_at=command.created_at, origin=command.origin,
@@ -679,12 +690,6 @@ class View:
             results=[ResultLine(r.status, r.reason, r.finished_at, r.executor_id) for r in results],
             audited=audit is not None,
         )
-
-    def _observed_after(self, fingerprints: Iterable[str], since_ms: int) -> float | None:
-        wanted = set(fingerprints)
-        after = [w.p95_ms for (_, _, fp), s in self._series.items() if fp in wanted
-                 for w in s.windows if w.window_start >= since_ms][:AFTER_WINDOWS]
-        return statistics.median(after) if after else None
 
     def recommendations(self, include_decided: bool = True) -> list[Recommendation]:
         """Commands waiting for a person (pending first), with the decisions already taken."""
