@@ -18,6 +18,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 TABLE = "dbopt_advisor_state"
+# serializes dbopt's CREATE ... IF NOT EXISTS (which race with each other in PostgreSQL) across processes
+DDL_LOCK = 0x6462_6F70_7464_646C  # "dboptddl"
 
 
 class StateStore:
@@ -33,10 +35,12 @@ class StateStore:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = self.connect()
-            self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self.schema))
-            self._conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (group_id text PRIMARY KEY, state jsonb NOT NULL, "
-                "saved_at timestamptz NOT NULL DEFAULT now())").format(self.table))
+            with self._conn.transaction():  # the executor may create the same schema at the same moment
+                self._conn.execute(f"SELECT pg_advisory_xact_lock({DDL_LOCK})")
+                self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self.schema))
+                self._conn.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (group_id text PRIMARY KEY, state jsonb NOT NULL, "
+                    "saved_at timestamptz NOT NULL DEFAULT now())").format(self.table))
         return self._conn
 
     def load(self) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from streams.advise.state import DDL_LOCK
 from streams.records import OptimizationCommand
 
 TABLE = "dbopt_audit"
@@ -90,6 +91,8 @@ class Audit:
         statuses = sql.SQL(", ").join(sql.Literal(s) for s in STATUSES)
         ddl = sql.SQL(_DDL).format(schema=sql.Identifier(self.schema), table=self.table, statuses=statuses)
         with self.conn.transaction():
+            # the advisor may create the same schema at the same moment (CREATE ... IF NOT EXISTS races)
+            self.conn.execute(f"SELECT pg_advisory_xact_lock({DDL_LOCK})")
             self.conn.execute(ddl)
             check = self.conn.execute(
                 "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
