@@ -12,8 +12,10 @@ from streams.config import ConfigError, Settings, load_settings
 from streams.domain.calendar import Calendar
 from streams.execute.policy import Request, decide
 from streams.records import Alert, NotificationResult, OptimizationResult, WindowStats
-from streams.serve.auth import Authenticator, hash_password, parse_users
+from streams.serve.actions import ActionError, Actions
+from streams.serve.auth import Authenticator, User, hash_password, parse_users
 from streams.serve.chart import render
+from streams.serve.store import Store
 from streams.serve.view import AuditEntry, Decision, View, recommendation_reason, status_colour
 
 NOW = 1_773_748_800_000  # 2026-03-17T12:00Z, a Tuesday in the off season
@@ -222,3 +224,15 @@ def test_chart_draws_lines_slo_and_markers_and_escapes_text() -> None:
     assert svg.count("<polyline") == 3 and "SLO 50 ms" in svg and "marker-applied" in svg
     assert "fp<1>" not in svg and "fp&lt;1&gt;" in svg
     assert svg.count('class="dot breach"') == 1  # only the 60 ms window is above the 50 ms SLO
+
+
+def test_a_recommendation_for_a_person_only_is_never_sent() -> None:
+    v = view()
+    by_hand = command("CREATE EXTENSION pg_trgm", action="create_extension", recommendation=True)
+    v.add(by_hand)
+    (rec,) = v.recommendations()
+    assert rec.by_hand and rec.state == "pending" and "never runs it" in rec.why
+    actions = Actions(v.settings, v, Store(v.settings))  # refused before anything is signed, stored or sent
+    with pytest.raises(ActionError) as refused:
+        actions.approve(by_hand.command_id, User("olivia", "operator", "-"))
+    assert refused.value.status == 409 and "by hand" in refused.value.message

@@ -2,7 +2,7 @@
 emergency command; and what anyone may ask: the advisor's analysis of one statement.
 
 An approval is a new **operator** command for the recommended statement (its rollback, table,
-evidence and ``rollback_of`` carried over), signed with ``DBOPT_COMMAND_KEY`` and sent to the
+database, evidence and ``rollback_of`` carried over), signed with ``DBOPT_COMMAND_KEY`` and sent to the
 commands topic like ``dbopt command submit`` does. Its ``reason`` names the person and the
 recommendation (``approved by NAME in dbopt serve (recommendation ID): ...``); the executor keeps
 the signed command in its audit row, so the audit names who decided. The executor stays the gate:
@@ -92,6 +92,9 @@ class Actions:
         """Send the recommended statement as ``user``'s signed operator command."""
         note = note.strip()[:MAX_NOTE]
         command = self._pending(rec_id)
+        if command.recommendation:
+            raise ActionError(409, "dbopt never runs this one: a person carries it out by hand "
+                              "(dismiss it once done)")
         key = self._key()
         said = f": {note}" if note else ""
         record = sign(
@@ -99,7 +102,9 @@ class Actions:
                 "operator", command.action, command.sql, rollback_sql=command.rollback_sql, table=command.table,
                 rollback_of=command.rollback_of, service=command.service, context=command.context,
                 fingerprints=command.fingerprints, p95_before_ms=command.p95_before_ms,
-                cost_before=command.cost_before, cost_after=command.cost_after,
+                cost_before=command.cost_before, cost_after=command.cost_after, priority=command.priority,
+                evidence={f.name: f.value for f in command.evidence}, requires=command.requires,
+                database=command.database,
                 reason=f"approved by {user.name} in dbopt serve (recommendation {rec_id}){said}; {command.reason}",
             ),
             key,

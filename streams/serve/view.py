@@ -97,7 +97,7 @@ def recommendation_reason(command: OptimizationCommand, aggressiveness: str, sea
     """Why ``command`` waits for a person, or None when the executor may run it by itself."""
     if command.origin == "operator":
         return None
-    if getattr(command, "recommendation", False):  # OptimizationCommand v2: for a human only
+    if command.recommendation:  # the advisor's: for a person only
         return "recommended for a person: the executor records it and never runs it by itself"
     request = Request(command.origin, command.action, command.table, command.emergency,
                       is_rollback=command.rollback_of is not None)
@@ -315,6 +315,7 @@ class Recommendation:
     state: Literal["pending", "approved", "dismissed", "done"]
     decision: Decision | None
     optimization: Optimization
+    by_hand: bool  # dbopt never runs it (the advisor's recommendation flag): approving sends nothing
 
 
 @dataclass(frozen=True)
@@ -711,7 +712,8 @@ class View:
             else:
                 state = "pending"
             if state == "pending" or include_decided:
-                found.append(Recommendation(o.command_id, why or "", state, decision, o))
+                found.append(Recommendation(o.command_id, why or "", state, decision, o,
+                                            bool(command and command.recommendation)))
         return sorted(found, key=lambda r: (r.state != "pending", -r.optimization.created_at))
 
     def recommendation(self, rec_id: str) -> Recommendation | None:
