@@ -23,8 +23,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
-import bcrypt
-
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
@@ -68,6 +66,8 @@ def parse_users(text: str) -> dict[str, User]:
 
 def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
     """A salted bcrypt hash of ``password`` (``ValueError`` when it is empty or too long)."""
+    import bcrypt  # the engine's (dbopt serve); parse_users, which the settings use, needs none
+
     raw = password.encode()
     if not raw:
         raise ValueError("the password is empty")
@@ -77,6 +77,8 @@ def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
 
 
 def _check(password: str, hashed: str) -> bool:
+    import bcrypt
+
     raw = password.encode()
     if not raw or len(raw) > BCRYPT_MAX_BYTES:
         return False
@@ -92,7 +94,7 @@ class Authenticator:
     def __init__(self, users: dict[str, User]) -> None:
         self.users = users
         self._key = secrets.token_bytes(32)
-        self._dummy = bcrypt.hashpw(b"dbopt-dummy", bcrypt.gensalt(DEFAULT_ROUNDS)).decode()
+        self._dummy = hash_password("dbopt-dummy")
         self._verified: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
 
