@@ -268,6 +268,10 @@ class Topics(Group):
     statement_stats: str = Field(
         "dbopt.statement-stats.v1", min_length=1, description="StatementStats records (pg_stat_statements deltas)"
     )
+    statement_sketches: str = Field(
+        "dbopt.statement-sketches.v1", min_length=1,
+        description="StatementSketch records of the SDK's sketch mode (partitioned like query_events)",
+    )
 
     def all(self) -> dict[str, str]:
         """Field name -> topic name, for every topic."""
@@ -517,7 +521,8 @@ class WindowSettings(Group):
         5_000, ge=10, description="How often the worker's tick closes windows (ms)"
     )
     app_id: Annotated[str, Env("DBOPT_WORKER_APP_ID")] = Field(
-        "dbopt-worker", min_length=1, description="Faust app id: consumer group and changelog topic prefix"
+        "dbopt-worker", min_length=1,
+        description="Consumer group of the windows stage and prefix of the worker's topics (Faust agents: <id>-agents)"
     )
     store: Annotated[Literal["rocksdb://", "memory://"], Env("DBOPT_WORKER_STORE")] = Field(
         "rocksdb://", description="Faust table store: rocksdb:// (durable) or memory://"
@@ -536,6 +541,9 @@ class WindowSettings(Group):
     )
     batch_within_ms: Annotated[int, Env("DBOPT_WORKER_BATCH_WITHIN_MS")] = Field(
         200, ge=1, description="Longest wait to fill a batch (ms)"
+    )
+    commit_interval_ms: Annotated[int, Env("DBOPT_WORKER_COMMIT_INTERVAL_MS")] = Field(
+        1_000, ge=10, description="How often the windows stage writes its changelog and commits offsets (ms)"
     )
 
     @model_validator(mode="after")

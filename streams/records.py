@@ -345,7 +345,38 @@ class StatementStats(AvroRecord, frozen=True, kw_only=True):
     reset: bool = False
 
 
+class StatementSketch(AvroRecord, frozen=True, kw_only=True):
+    """The executions of one statement over one SDK flush interval, aggregated in the service
+    (``schemas/StatementSketch.avsc``; built by :mod:`streams.client.sketch`)."""
+
+    SCHEMA: ClassVar[str] = "StatementSketch"
+
+    sketch_id: str
+    service: str
+    instance_id: str
+    interval_start: EpochMs
+    interval_end: EpochMs
+    last_event_time: EpochMs
+    fingerprint: str | None = None
+    query_text: str
+    statement_type: str
+    tables: tuple[str, ...] = ()
+    database: str | None = None
+    vendor_category: str | None = None
+    wedding_id: str | None = None
+    relative_accuracy: float
+    count: int
+    errors: int = 0
+    rows: int = 0
+    sum_ms: float
+    min_ms: float
+    max_ms: float
+    zero_count: int = 0
+    bin_keys: tuple[int, ...] = ()
+    bin_counts: tuple[int, ...] = ()
+
+
 Record: TypeAlias = (
     QueryEvent | PoolSnapshot | WindowStats | Alert | OptimizationCommand | OptimizationResult | DeadLetter
-    | NotificationResult | ServerSnapshot | StatementStats
+    | NotificationResult | ServerSnapshot | StatementStats | StatementSketch
 )

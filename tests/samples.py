@@ -37,6 +37,7 @@ TOPIC_OF_SCHEMA = {
     "NotificationResult": "notifications",
     "ServerSnapshot": "server_snapshots",
     "StatementStats": "statement_stats",
+    "StatementSketch": "statement_sketches",
 }
 
 T0 = 1_777_730_587_125  # 2026-05-02T14:03:07.125Z, a Saturday in peak season
@@ -206,6 +207,25 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "statement_type": None, "tables": [], "context": "other", "criticality": "medium", "calls": 1,
             "total_exec_ms": 0.0, "mean_exec_ms": 0.0, "max_exec_ms": 0.0, "rows": 0, "shared_blks_hit": 0,
             "shared_blks_read": 0, "reset": True,
+        },
+    ],
+    "StatementSketch": [
+        {
+            "sketch_id": "0b6e1c1e-8f4a-4c1e-9d0b-2f7b1d0e9a01", "service": "booking-service",
+            "instance_id": "booking-7d9f-abcde", "interval_start": T0 - 7_125, "interval_end": T0 + 2_875,
+            "last_event_time": T0 + 2_001, "fingerprint": "a6c3085224957fd8",
+            "query_text": "SELECT * FROM bookings WHERE wedding_id = $1 AND status = $2", "statement_type": "SELECT",
+            "tables": ["bookings"], "database": "dbopt", "vendor_category": "photography", "wedding_id": "w-000042",
+            "relative_accuracy": 0.005, "count": 5, "errors": 1, "rows": 12, "sum_ms": 96.5, "min_ms": 0.0,
+            "max_ms": 48.25, "zero_count": 1, "bin_keys": [190, 361, 388], "bin_counts": [2, 1, 1],
+        },
+        {
+            "sketch_id": "0b6e1c1e-8f4a-4c1e-9d0b-2f7b1d0e9a02", "service": "payment-service",
+            "instance_id": "payment-1", "interval_start": T0 + 2_875, "interval_end": T0 + 12_875,
+            "last_event_time": T0 + 2_875, "fingerprint": None, "query_text": "UPDATE payments SET status = $1 WHERE id = $2",
+            "statement_type": "UPDATE", "tables": [], "database": None, "vendor_category": None, "wedding_id": None,
+            "relative_accuracy": 0.005, "count": 1, "errors": 0, "rows": 0, "sum_ms": 0.5, "min_ms": 0.5, "max_ms": 0.5,
+            "zero_count": 0, "bin_keys": [-100], "bin_counts": [1],
         },
     ],
 }

@@ -3,15 +3,14 @@ replay idempotence of the per-partition state machine (no servers)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pytest
 
 from streams.config import load_settings
-from streams.ingest import Accepted
-from streams.records import QueryEvent, WindowStats
+from streams.ingest.reader import Execution, Statement
+from streams.records import WindowStats
 from streams.windows import PartitionWindows, QuantileSketch, Window, WindowSpec
 
 QS = (0.5, 0.95, 0.99)
@@ -101,49 +100,61 @@ def test_spec_from_settings() -> None:
     assert (spec.tumbling_ms, spec.hop_ms, spec.hopping_ms, spec.grace_ms) == (60_000, 60_000, 300_000, 10_000)
 
 
-class DictStore:
+class Changelog:
+    """One partition's compacted changelog topic: the latest value per key, deletions applied."""
+
     def __init__(self) -> None:
-        self.data: dict[str, dict[str, Any]] = {}
+        self.data: dict[bytes, bytes] = {}
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.data.get(key)
+    def write(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        for key, value in records:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
 
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        self.data[key] = value
+    def restore(self, cap: int = 10) -> PartitionWindows:
+        windows = PartitionWindows(0, SPEC, cap)
+        windows.load(self.data.items())
+        return windows
 
-    def delete(self, key: str) -> None:
-        del self.data[key]
-
-    def keys(self) -> Iterable[str]:
-        return list(self.data)
-
-
-def _accepted(t: int, duration: float, fingerprint: str = "f1", service: str = "svc") -> Accepted:
-    event = QueryEvent(
-        event_id=f"e-{t}", service=service, instance_id="i-1", fingerprint=fingerprint, event_time=t,
-        duration_ms=duration, rows=1, statement_type="SELECT", query_text="SELECT $1", tables=("bookings",),
-    )
-    return Accepted(event, "booking", "critical")
+    def commit(self, windows: PartitionWindows) -> None:
+        """What the stage writes when it hands a partition over: two checkpoints (the second
+        stores the emitted horizon the first one's flush acknowledged)."""
+        self.write(windows.checkpoint())
+        self.write(windows.checkpoint())
 
 
-def _run(store: DictStore, events: list[tuple[int, int, float]], emitted: list[WindowStats], cap: int = 10) -> list[str]:
-    """Feed (offset, time, duration) in order through a fresh state machine per batch of one."""
+STATEMENT = Statement("f1", "SELECT $1", "SELECT", ("bookings",), "booking", "critical")
+
+
+def _execution(t: int, duration: float, fingerprint: str = "f1", service: str = "svc") -> Execution:
+    statement = STATEMENT if fingerprint == "f1" else Statement(fingerprint, "SELECT $1", "SELECT", ("bookings",),
+                                                                 "booking", "critical")  # fmt: skip
+    return Execution(service, t, duration, False, 1, None, statement)
+
+
+def _emit(windows: PartitionWindows, emitted: list[WindowStats]) -> None:
+    assert windows.due
+    closing = windows.closing(emitted_at=0)
+    assert closing is not None
+    emitted.extend(closing.records)
+
+
+def _run(store: Changelog, events: list[tuple[int, int, float]], emitted: list[WindowStats], cap: int = 10) -> list[str]:
+    """Feed (offset, time, duration) in order through a state restored from the changelog per event."""
     outcomes = []
     for offset, t, d in events:
-        windows = PartitionWindows(0, SPEC, store, cap)
-        outcome, due = windows.apply(_accepted(t, d), offset)
-        outcomes.append(outcome)
-        windows.flush()
-        if due:
-            closing = windows.closing(emitted_at=0)
-            assert closing is not None
-            emitted.extend(closing.records)
-            windows.commit_close(closing)
+        windows = store.restore(cap)
+        outcomes.append(windows.add(_execution(t, d), offset))
+        if windows.due:
+            _emit(windows, emitted)
+        store.commit(windows)
     return outcomes
 
 
 def test_windows_close_by_watermark_with_grace_and_late_events_are_dropped() -> None:
-    store, emitted = DictStore(), []
+    store, emitted = Changelog(), []
     base = 600_000
     _run(store, [(0, base + 1_000, 10.0), (1, base + 59_000, 20.0)], emitted)
     # watermark at base+69 s: horizon base+59 s < window end base+60 s: nothing closed yet
@@ -161,49 +172,44 @@ def test_windows_close_by_watermark_with_grace_and_late_events_are_dropped() -> 
 
 
 def test_replayed_events_are_not_counted_twice() -> None:
-    store, emitted = DictStore(), []
+    store, emitted = Changelog(), []
     base = 600_000
     events = [(i, base + i * 1_000, float(i + 1)) for i in range(50)]
     _run(store, events[:30], emitted)
     outcomes = _run(store, events[20:], emitted)  # offsets 20..29 replayed
     assert outcomes[:10] == ["replayed"] * 10 and set(outcomes[10:]) == {"applied"}
-    windows = PartitionWindows(0, SPEC, store, 10)
-    assert windows.tick(base + 3_600_000, allowed_lateness_ms=0)
-    windows.flush()
-    closing = windows.closing(emitted_at=0)
-    assert closing is not None
-    emitted.extend(closing.records)
-    windows.commit_close(closing)
+    windows = store.restore()
+    windows.tick(base + 3_600_000, allowed_lateness_ms=0)
+    _emit(windows, emitted)
+    store.commit(windows)
     tumbling = [r for r in emitted if r.window_kind == "tumbling" and r.fingerprint == "f1"]
     assert sum(r.count for r in tumbling) == 50
     hopping = [r for r in emitted if r.window_kind == "hopping" and r.fingerprint == "f1"]
     assert sum(r.count for r in hopping) == 50 * 5  # each minute pane is in five hopping windows
     assert len({r.window_id for r in emitted}) == len(emitted)
     # every pane retired once no open window needs it: only the clock and the cap remain
-    assert sorted(json.loads(k)[1] for k in store.data) == ["cap", "clock"]
+    assert sorted(k[:1] for k in store.data) == [b"c", b"k"]
 
 
 def test_tick_does_not_touch_a_fresh_partition() -> None:
-    store = DictStore()
-    windows = PartitionWindows(3, SPEC, store, 10)
-    assert not windows.tick(10**12, allowed_lateness_ms=0)
-    windows.flush()
+    store = Changelog()
+    windows = store.restore()
+    windows.tick(10**12, allowed_lateness_ms=0)
+    assert not windows.due
+    store.write(windows.checkpoint())
     assert store.data == {}
 
 
 def test_fingerprint_cap_overflows_into_other() -> None:
-    store, emitted = DictStore(), []
-    windows = PartitionWindows(0, SPEC, store, max_fingerprints=2)
+    store, emitted = Changelog(), []
+    windows = store.restore(cap=2)
     for i, fp in enumerate(["a", "b", "c", "d", "a"]):
-        windows.apply(_accepted(600_000 + i, 1.0, fingerprint=fp), i)
+        windows.add(_execution(600_000 + i, 1.0, fingerprint=fp), i)
     assert windows.overflowed == {"svc": 2}
-    windows.flush()
-    windows = PartitionWindows(0, SPEC, store, max_fingerprints=2)
-    assert windows.tick(10**9, allowed_lateness_ms=0)
-    windows.flush()
-    closing = windows.closing(emitted_at=0)
-    assert closing is not None
-    counts = {r.fingerprint: r.count for r in closing.records if r.window_kind == "tumbling"}
+    store.commit(windows)
+    windows = store.restore(cap=2)
+    windows.tick(10**9, allowed_lateness_ms=0)
+    _emit(windows, emitted)
+    counts = {r.fingerprint: r.count for r in emitted if r.window_kind == "tumbling"}
     assert counts == {"a": 2, "b": 1, "other": 2, None: 5}
-    emitted.extend(closing.records)
     assert all(r.query_text == "" for r in emitted if r.fingerprint == "other")

@@ -14,11 +14,12 @@ from streams.config import ConfigError, Settings, run_dir
 from streams.detect.agent import register as register_detector
 from streams.detect.traffic_agent import register as register_traffic
 from streams.kafka import clients
+from streams.kafka.health import Health
 from streams.kafka.topics import ensure_topics
 from streams.pools.agent import pools_topic_name, register as register_pools
-from streams.windows.agent import WindowsProcessor, ticks_topic_name
+from streams.windows.agent import CHANGELOG_CONFIG, changelog_topic_name
 
-TICKS_RETENTION_MS = 3600 * 1000
+FORWARD_RETENTION_MS = 3600 * 1000  # the internal topic the pool snapshots are forwarded to
 
 
 def data_dir(settings: Settings) -> Path:
@@ -43,7 +44,7 @@ def _ensure_copartitioned(settings: Settings, name: str, partitions: int, config
         if found != partitions:
             raise ConfigError(
                 f"topic {name} has {found} partitions but its source has {partitions}; delete it "
-                "(the worker rebuilds ticks; a changelog's state is lost) or use another DBOPT_WORKER_APP_ID"
+                "(a changelog's state is lost with it) or use another DBOPT_WORKER_APP_ID"
             )
         return
     new = NewTopic(name, num_partitions=partitions, replication_factor=settings.topic_policy.replication, config=config)
@@ -55,15 +56,18 @@ def _ensure_copartitioned(settings: Settings, name: str, partitions: int, config
 
 
 def prepare_topics(settings: Settings) -> int:
-    """Create missing dbopt topics and the ticks topic; return the events partition count."""
+    """Create missing dbopt topics and the worker's internal ones; return the events partition count."""
     ensure_topics(settings)
     meta = clients.admin(settings).list_topics(timeout=30).topics
     partitions = len(meta[settings.topics.query_events].partitions)
-    _ensure_copartitioned(settings, ticks_topic_name(settings), partitions, {"retention.ms": str(TICKS_RETENTION_MS)})
+    # the windows stage reads the sketches beside the events (range-assigned: same partition numbers)
+    # and keeps its state in a compacted changelog, one partition per events partition
+    _ensure_copartitioned(settings, settings.topics.statement_sketches, partitions, {})
+    _ensure_copartitioned(settings, changelog_topic_name(settings), partitions, CHANGELOG_CONFIG)
     # the detector's table is fed by the windows topic: it must be co-partitioned too
     _ensure_copartitioned(settings, settings.topics.latency_windows, partitions, {})
     # every pool and server snapshot, forwarded under one key: the pool monitor's table is fed by it
-    _ensure_copartitioned(settings, pools_topic_name(settings), partitions, {"retention.ms": str(TICKS_RETENTION_MS)})
+    _ensure_copartitioned(settings, pools_topic_name(settings), partitions, {"retention.ms": str(FORWARD_RETENTION_MS)})
     return partitions
 
 
@@ -91,12 +95,19 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     return faust.SSLCredentials(context) if context is not None else None
 
 
-def create_app(settings: Settings, partitions: int) -> faust.App:
-    """The app: the windows agent and its tick timer, the detector, and the web surface
-    (``/metrics``, ``/healthz``, ``/readyz`` on ``DBOPT_WORKER_WEB_HOST`` only)."""
+def agents_app_id(settings: Settings) -> str:
+    """The Faust app's id (its consumer group and changelog prefix): the windows stage's consumer
+    group is ``DBOPT_WORKER_APP_ID`` itself, and a group cannot mix Faust's and librdkafka's assignors."""
+    return f"{settings.windows.app_id}-agents"
+
+
+def create_app(settings: Settings, partitions: int, windows_health: Health | None = None) -> faust.App:
+    """The app: the detector, the error/surge and pool agents, and the web surface (``/metrics``,
+    ``/healthz``, ``/readyz`` on ``DBOPT_WORKER_WEB_HOST`` only, which also answer for the windows
+    stage, :mod:`streams.windows.agent`, that runs beside the app in the same process)."""
     windows = settings.windows
     app = faust.App(
-        windows.app_id,
+        agents_app_id(settings),
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store=windows.store,
@@ -112,11 +123,8 @@ def create_app(settings: Settings, partitions: int) -> faust.App:
         table_standby_replicas=0,
         autodiscover=False,
     )
-    processor = WindowsProcessor(app, settings, partitions)
-    app.agent(processor.source, name="windows", concurrency=1)(processor.run)
-    app.timer(windows.tick_interval_ms / 1000, name="windows-ticks")(processor.send_ticks)
     register_detector(app, settings)
     register_traffic(app, settings)
     register_pools(app, settings)
-    install_web_surface(app)
+    install_web_surface(app, () if windows_health is None else (windows_health,))
     return app

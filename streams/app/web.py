@@ -17,17 +17,23 @@ The probes answer like the confluent-kafka stages' (:mod:`streams.kafka.health`)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import faust
 from faust.web import Request, Response, View
 from faust.web.base import BlueprintManager
 
+from streams.kafka.health import Health
 from streams.observe.metrics import install_metrics_route
 
 STAGE = "worker"
 
 
-def live_problem(app: faust.App) -> str:
+def live_problem(app: faust.App, stages: Sequence[Health] = ()) -> str:
     """Why the worker is not live ('' when it is)."""
+    for stage in stages:
+        if not stage.live:
+            return f"{stage.name}: its loop stalled"
     if app.crashed:
         return f"crashed: {app.crash_reason!r}"
     if app.should_stop:
@@ -35,8 +41,11 @@ def live_problem(app: faust.App) -> str:
     return ""
 
 
-def ready_problem(app: faust.App) -> str:
+def ready_problem(app: faust.App, stages: Sequence[Health] = ()) -> str:
     """Why the worker is not ready ('' when it is)."""
+    for stage in stages:
+        if not stage.ready:
+            return f"{stage.name}: {stage.describe()['problem'] or 'not ready'}"
     if app.rebalancing:
         return "rebalancing"
     if not app.consumer.assignment():
@@ -46,23 +55,24 @@ def ready_problem(app: faust.App) -> str:
     return ""
 
 
-def state(app: faust.App) -> dict[str, object]:
-    live = live_problem(app)
-    problem = live or ready_problem(app)
+def state(app: faust.App, stages: Sequence[Health] = ()) -> dict[str, object]:
+    live = live_problem(app, stages)
+    problem = live or ready_problem(app, stages)
     return {"stage": STAGE, "live": not live, "ready": not problem, "problem": problem}
 
 
-def install_web_surface(app: faust.App) -> None:
-    """Serve only ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``'s web server."""
+def install_web_surface(app: faust.App, stages: Sequence[Health] = ()) -> None:
+    """Serve only ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``'s web server; the probes
+    answer for ``stages`` (loops running beside the app) too."""
     app.web.blueprints = BlueprintManager()  # none of Faust's built-in views
     install_metrics_route(app)
 
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:
-        body = state(app)
+        body = state(app, stages)
         return web.json(body, status=200 if body["live"] else 503)
 
     @app.page("/readyz")
     async def readyz(web: View, request: Request) -> Response:
-        body = state(app)
+        body = state(app, stages)
         return web.json(body, status=200 if body["ready"] else 503)

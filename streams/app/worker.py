@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import threading
 
 from streams.cli_args import add_logging_arguments
 from streams.config import load_settings
@@ -23,21 +26,43 @@ def run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from streams.app.faust_app import create_app, data_dir, prepare_changelogs, prepare_topics
+    from streams.kafka.health import Health
+    from streams.windows.agent import WindowsStage
 
     settings = load_settings()
     partitions = prepare_topics(settings)
     data_dir(settings).mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, partitions)
+    health = Health("windows")
+    app = create_app(settings, partitions, health)
     prepare_changelogs(app, settings, partitions)
     windows = settings.windows
-    logging.getLogger(__name__).info(
-        "worker %s: %d partitions, web on http://%s:%d", windows.app_id, partitions, windows.web_host, windows.web_port
-    )
+    log = logging.getLogger(__name__)
+    log.info("worker %s: %d partitions, web on http://%s:%d", windows.app_id, partitions, windows.web_host,
+             windows.web_port)  # fmt: skip
+    # the windows stage (confluent-kafka) runs in a thread beside the Faust app (detector, traffic, pools);
+    # when it fails, the process stops with status 1 (Faust's SIGTERM handling ends the app)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def windows_stage() -> None:
+        try:
+            WindowsStage(settings, health).run(stop)
+        except BaseException as exc:
+            failed.append(exc)
+            log.exception("the windows stage failed; stopping the worker")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=windows_stage, name="windows", daemon=True)
+    thread.start()
     # logging is already set up by `dbopt` (--log-level/--log-format): Faust must not replace it
     worker = Worker(app, quiet=True, override_logging=False)
     worker.spinner = None  # its terminal control characters would end up in log files
+    code = 0
     try:
         worker.execute_from_commandline()  # returns only by SystemExit; SIGTERM/SIGINT stop it cleanly
     except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        code = int(exc.code or 0)
+    finally:
+        stop.set()  # the stage checkpoints, commits and leaves the group
+        thread.join(timeout=120)
+    return 1 if failed else code

@@ -75,6 +75,11 @@ def validate(raw_value: bytes | None, codec: Codec, settings: Settings, now_ms: 
         return Rejected(exc.reason, exc.detail)
     if not isinstance(event, QueryEvent):
         return Rejected("not_a_query_event", f"record is a {event.SCHEMA}, not a QueryEvent")
+    return check_event(event, settings, now_ms)
+
+
+def check_event(event: QueryEvent, settings: Settings, now_ms: int) -> Accepted | Rejected:
+    """Validate, normalize and classify a decoded QueryEvent (:func:`validate` without the decoding)."""
     try:
         _check(event, settings.ingest, now_ms)
         event = _normalized(event, settings.ingest)

@@ -9,6 +9,7 @@ processing time and the consumer lag of its partition (log end offset - offset -
 metric                                  type       labels              meaning
 =====================================  =========  ==================  ===============================
 dbopt_events_in_total                   counter    -                   query events read by ingest
+dbopt_sketches_in_total                 counter    -                   statement sketches read by ingest
 dbopt_dlq_records_total                 counter    reason              records sent to the DLQ
 dbopt_late_events_total                 counter    -                   events later than the grace
 dbopt_fingerprint_overflow_total        counter    service             events folded into ``other``
@@ -46,6 +47,7 @@ from prometheus_client import (
 )
 
 EVENTS_IN = Counter("dbopt_events_in", "Query events read by the ingest agent.")
+SKETCHES_IN = Counter("dbopt_sketches_in", "Statement sketches (SDK sketch mode) read by the windows stage.")
 DLQ_RECORDS = Counter("dbopt_dlq_records", "Records sent to the dead-letter topic, by reason.", ["reason"])
 LATE_EVENTS = Counter("dbopt_late_events", "Events that arrived after their window's grace period.")
 FINGERPRINT_OVERFLOW = Counter(

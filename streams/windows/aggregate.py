@@ -1,119 +1,143 @@
-"""Per-pane statistics of one key, their merge into a window, and the WindowStats record.
+"""Per-pane statistics of one key, their compact binary form, their merge into a window, and the
+WindowStats record.
 
-A key is either a query key (service, fingerprint) or a context key (service, context). A pane
-value also remembers the last source offset applied to it, which makes re-applying a replayed
-event a no-op (see docs/windows.md).
+A pane is kept per *key* ``(service, fingerprint, context, database)``: one update per event.
+The two rows a window has for a service — the query row (service, fingerprint) and the context
+row (service, context) — are both merges of these panes, made when the window closes. A pane
+also remembers the last source offset applied to it, which makes re-applying a replayed event
+a no-op (see docs/windows.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from streams.records import QueryEvent, WindowStats
+import msgspec
+
+from streams.ingest.reader import Statement
+from streams.records import WindowStats
 from streams.windows.panes import Window
-from streams.windows.sketch import QuantileSketch
+from streams.windows.sketch import RELATIVE_ACCURACY, QuantileSketch
 
-KeyKind = Literal["q", "c"]  # query key (service, fingerprint) / context key (service, context)
+KeyKind = Literal["q", "c"]  # query row (service, fingerprint) / context row (service, context)
+PaneKey = tuple[str, str, str, str | None]  # (service, fingerprint, context, database)
 
 
 @dataclass(frozen=True)
 class StatsKey:
+    """One row of a window: a query row (name = fingerprint) or a context row (name = context)."""
+
     kind: KeyKind
     service: str
-    # fingerprint for a query key, context for a context key
     name: str
+    database: str | None = None
 
 
-@dataclass
-class PaneStats:
-    count: int = 0
-    errors: int = 0
-    rows: int = 0
-    sum_ms: float = 0.0
-    sketch: QuantileSketch = field(default_factory=QuantileSketch)
-    # descriptive fields of the key, from its latest event
-    context: str = ""
-    criticality: str = "medium"
-    statement_type: str | None = None
-    query_text: str | None = None
-    tables: list[str] = field(default_factory=list)
-    # last source offset applied (-1: none)
-    offset: int = -1
+class PaneStats(QuantileSketch):
+    """A sketch of the durations plus exact count (the sketch's), errors, rows, sum, and the
+    offset of the last record applied (-1: none). A stored pane also knows where it belongs
+    (``source``, ``start``, ``key``) and the statement of its latest record."""
 
-    def add(self, event: QueryEvent, context: str, criticality: str, offset: int) -> None:
-        duration = event.duration_ms
-        self.count += 1
-        self.errors += 1 if event.error else 0
-        self.rows += max(event.rows, 0)
+    __slots__ = ("errors", "key", "offset", "rows", "source", "start", "statement", "sum_ms")
+
+    def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
+        super().__init__(relative_accuracy)
+        self.errors = 0
+        self.rows = 0
+        self.sum_ms = 0.0
+        self.offset = -1
+        self.source = 0
+        self.start = 0
+        self.key: PaneKey | None = None
+        self.statement: Statement | None = None
+
+    def add_event(self, duration: float, error: bool, rows: int, offset: int) -> None:
+        """One execution (the worker inlines this on its hot path: same arithmetic)."""
+        self.add(duration)
+        self.errors += error
+        self.rows += rows if rows > 0 else 0
         self.sum_ms += duration
-        self.sketch.add(duration)
-        self.context = context
-        self.criticality = criticality
-        self.statement_type = event.statement_type
-        self.query_text = event.query_text
-        self.tables = list(event.tables)
         self.offset = offset
 
-    def merge(self, other: "PaneStats") -> None:
-        """Fold a later pane into this one (descriptive fields follow the later pane)."""
-        self.count += other.count
-        self.errors += other.errors
-        self.rows += other.rows
-        self.sum_ms += other.sum_ms
-        self.sketch.merge(other.sketch)
-        self.context = other.context
-        self.criticality = other.criticality
-        self.statement_type = other.statement_type
-        self.query_text = other.query_text
-        self.tables = other.tables
-        self.offset = max(self.offset, other.offset)
+    def add_sketch(
+        self, keys: Sequence[int], counts: Sequence[int], zeros: int, count: int, errors: int, rows: int, sum_ms: float,
+        min_ms: float, max_ms: float, offset: int,
+    ) -> None:  # fmt: skip
+        """Many executions at once: the bins of an SDK sketch with its exact totals."""
+        bins = self.bins
+        for key, n in zip(keys, counts, strict=True):
+            bins[key] = bins.get(key, 0) + n
+        self.zeros += zeros
+        self.count += count
+        self.errors += errors
+        self.rows += rows
+        self.sum_ms += sum_ms
+        if count:
+            self.min = min(self.min, min_ms)
+            self.max = max(self.max, max_ms)
+        self.offset = offset
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.count,
-            "e": self.errors,
-            "r": self.rows,
-            "s": self.sum_ms,
-            "q": self.sketch.to_dict(),
-            "ctx": self.context,
-            "crit": self.criticality,
-            "st": self.statement_type,
-            "qt": self.query_text,
-            "t": self.tables,
-            "o": self.offset,
-        }
+    def merge(self, other: QuantileSketch) -> None:
+        super().merge(other)
+        if isinstance(other, PaneStats):
+            self.errors += other.errors
+            self.rows += other.rows
+            self.sum_ms += other.sum_ms
+            self.offset = max(self.offset, other.offset)
+
+    def copy(self) -> PaneStats:
+        twin = PaneStats(self.relative_accuracy)
+        twin.merge(self)
+        return twin
+
+    def encode(self) -> bytes:
+        """The compact changelog value: msgpack of the totals and the bins (keys delta-encoded,
+        so most are one byte)."""
+        keys = sorted(self.bins)
+        deltas = [b - a for a, b in zip([0, *keys], keys, strict=False)]
+        return _ENCODE((self.count, self.errors, self.rows, self.sum_ms, self.min if self.count else 0.0,
+                        self.max if self.count else 0.0, self.zeros, self.offset, self.relative_accuracy,
+                        deltas, [self.bins[k] for k in keys]))  # fmt: skip
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PaneStats":
-        return cls(
-            count=data["n"],
-            errors=data["e"],
-            rows=data["r"],
-            sum_ms=data["s"],
-            sketch=QuantileSketch.from_dict(data["q"]),
-            context=data["ctx"],
-            criticality=data["crit"],
-            statement_type=data["st"],
-            query_text=data["qt"],
-            tables=list(data["t"]),
-            offset=data["o"],
-        )
+    def decode(cls, data: bytes) -> PaneStats:
+        count, errors, rows, sum_ms, lo, hi, zeros, offset, accuracy, deltas, counts = _DECODE(data)
+        stats = cls(accuracy)
+        key = 0
+        bins = stats.bins
+        for delta, n in zip(deltas, counts, strict=True):
+            key += delta
+            bins[key] = n
+        stats.count, stats.errors, stats.rows, stats.sum_ms, stats.zeros, stats.offset = (
+            count, errors, rows, sum_ms, zeros, offset)  # fmt: skip
+        if count:
+            stats.min, stats.max = lo, hi
+        return stats
+
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+_DECODE = msgspec.msgpack.Decoder(
+    tuple[int, int, int, float, float, float, int, int, float, list[int], list[int]]
+).decode
 
 
 def window_id(window: Window, key: StatsKey) -> str:
-    """Deterministic id of one key's window: the same after any replay or restart."""
+    """Deterministic id of one row of one window: the same after any replay or restart."""
     fingerprint = key.name if key.kind == "q" else ""
     parts = [window.kind, str(window.start), str(window.end), key.service, fingerprint, key.kind, key.name]
+    if key.database is not None:  # rows of the default database keep the ids they always had
+        parts.append(key.database)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def window_stats(window: Window, key: StatsKey, stats: PaneStats, emitted_at: int) -> WindowStats:
-    """The record of a closed window."""
+def window_stats(window: Window, key: StatsKey, stats: PaneStats, statement: Statement, emitted_at: int) -> WindowStats:
+    """The record of one row of a closed window (``statement``: the row's latest statement)."""
     is_query = key.kind == "q"
-    sketch = stats.sketch
+    p50, p95, p99 = stats.quantiles((0.50, 0.95, 0.99))
     return WindowStats(
         window_id=window_id(window, key),
         window_kind=window.kind,
@@ -121,19 +145,20 @@ def window_stats(window: Window, key: StatsKey, stats: PaneStats, emitted_at: in
         window_end=window.end,
         service=key.service,
         fingerprint=key.name if is_query else None,
-        context=stats.context,
-        criticality=stats.criticality,
+        context=statement.context,
+        criticality=statement.criticality,
         count=stats.count,
         errors=stats.errors,
         rows=stats.rows,
-        min_ms=sketch.min if math.isfinite(sketch.min) else 0.0,
-        max_ms=sketch.max if math.isfinite(sketch.max) else 0.0,
+        min_ms=stats.min if math.isfinite(stats.min) else 0.0,
+        max_ms=stats.max if math.isfinite(stats.max) else 0.0,
         sum_ms=stats.sum_ms,
-        p50_ms=sketch.quantile(0.50),
-        p95_ms=sketch.quantile(0.95),
-        p99_ms=sketch.quantile(0.99),
-        statement_type=stats.statement_type if is_query else None,
-        query_text=stats.query_text if is_query else None,
-        tables=tuple(stats.tables) if is_query else (),
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        statement_type=statement.statement_type if is_query else None,
+        query_text=statement.query_text if is_query else None,
+        tables=statement.tables if is_query else (),
         emitted_at=emitted_at,
+        database=key.database,
     )

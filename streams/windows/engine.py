@@ -1,276 +1,453 @@
-"""The window state machine of ONE source partition, over a key-value store (pure, no I/O).
+"""The windows of ONE source partition, in memory, with a changelog (pure, no I/O).
 
-Per partition the store holds:
+Two inputs feed a partition: the query-events topic (one execution per record, source
+:data:`EVENTS`) and the statement-sketches topic (many executions per record, source
+:data:`SKETCHES`), co-partitioned: partition ``p`` of both holds the same services. State:
 
-* one *clock* entry: the watermark (max event time seen, or moved by an idle tick), the
-  horizon (every window ending at or before it has been emitted), the highest source offset
-  judged, and the recent horizon moves with the offset they followed (so a replayed event is
-  judged late or on time exactly as it was the first time, see :meth:`PartitionWindows.apply`);
-* *pane* entries: :class:`PaneStats` of one key for one pane, with the last source offset applied;
-* *cap* entries: the fingerprints admitted per service (the rest aggregate under ``other``).
+* the *clock*: the watermark (largest event time seen, or moved by an idle tick), the horizon
+  (watermark - grace: a window ending at or before it is closed, a record for it is late), the
+  emitted horizon (windows ending at or before it were emitted and acknowledged), the highest
+  offset judged per source, and the recent horizon moves with the offsets they followed (so a
+  replayed record is judged late or on time exactly as it was the first time);
+* *panes* per source, pane start and key ``(service, fingerprint, context, database)``:
+  :class:`PaneStats` with the last source offset applied;
+* the latest *statement* of every key (descriptive fields of its windows);
+* the *caps*: fingerprints admitted per service (the rest aggregate under ``other``).
 
-The caller (the Faust agent) drives it: :meth:`apply` each accepted event, :meth:`tick` on an
-idle tick; when either returns True a close is due: :meth:`flush`, emit every record of
-:meth:`closing`, wait until the broker has them, then :meth:`commit_close`. Emitting before the
-horizon is stored means a crash can repeat an emission (same ``window_id``) but never lose one.
+The caller (:mod:`streams.windows.agent`) feeds records (:meth:`add`, :meth:`add_sketch`) and
+ticks (:meth:`tick`); when a close is :attr:`due` it emits the records of :meth:`closing`. Every
+commit interval it writes :meth:`checkpoint`'s changelog records, waits until the broker has
+everything produced so far, and only then commits the source offsets. A restart (or a partition
+moving to another worker) rebuilds the state with :meth:`load` from the changelog partition.
 """
 
 from __future__ import annotations
 
-import json
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Protocol
+from typing import Literal
+
+import msgspec
 
 from streams.config import WindowSettings
-from streams.ingest import Accepted, FingerprintCap, Rejected
+from streams.ingest import OTHER_FINGERPRINT, Rejected
+from streams.ingest.reader import Execution, Statement
+from streams.ingest.sketches import SketchInput
 from streams.records import WindowStats
-from streams.windows.aggregate import PaneStats, StatsKey, window_stats
+from streams.windows.aggregate import PaneKey, PaneStats, StatsKey, window_stats
 from streams.windows.panes import Window, WindowSpec
+from streams.windows.sketch import MAPPING
 
 Outcome = Literal["applied", "late", "replayed"]
-
-
-class Store(Protocol):
-    """The table of one worker; keys of every partition are prefixed with the partition."""
-
-    def get(self, key: str) -> dict[str, Any] | None: ...
-
-    def put(self, key: str, value: dict[str, Any]) -> None: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def keys(self) -> Iterable[str]: ...
-
-
-# horizon moves remembered per partition: enough to judge every event replayed after a crash
+EVENTS, SKETCHES = 0, 1
+SOURCES = (EVENTS, SKETCHES)
+NO_TIME = -(2**62)  # watermark before the first record
+# horizon moves remembered per partition: enough to judge every record replayed after a crash
 # (the commit lags the state by seconds, a move happens at most once per window end)
 CLOSES_KEPT = 200
+
+_CLOCK = b"c"
+_PANE = b"p"
+_STATEMENT = b"s"
+_CAP = b"k"
+_ceil, _log2, _BINS_PER_DOUBLING = math.ceil, math.log2, MAPPING.multiplier
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.decode
 
 
 @dataclass
 class Clock:
-    watermark: int | None = None
-    horizon: int | None = None
-    seen: int = -1  # highest source offset judged (applied, replayed or late)
-    closes: list[tuple[int, int]] = field(default_factory=list)  # (seen when the horizon moved, new horizon)
+    watermark: int = NO_TIME
+    horizon: int | None = None  # None: no record yet
+    emitted: int | None = None
+    seen: list[int] = field(default_factory=lambda: [-1, -1])  # highest offset judged, per source
+    # (seen per source when the horizon moved, the new horizon)
+    closes: list[tuple[int, int, int]] = field(default_factory=list)
 
-    def horizon_at(self, offset: int) -> int | None:
-        """The horizon the event at ``offset`` was judged against when it was first processed
-        (None: before the first move, or older than the moves remembered)."""
-        before = [h for seen, h in self.closes if seen < offset]
+    def horizon_at(self, source: int, offset: int) -> int | None:
+        """The horizon the record at ``offset`` of ``source`` was judged against when it was
+        first processed (None: before the first move, or older than the moves remembered)."""
+        before = [move[2] for move in self.closes if move[source] < offset]
         return max(before) if before else None
 
 
 @dataclass(frozen=True)
 class Closing:
-    """Windows due at a new horizon: the records to emit and the pane entries they retire."""
+    """Windows due at the horizon: the records to emit."""
 
     horizon: int
     records: list[WindowStats]
-    retired: list[str]
-
-
-def _key(*parts: Any) -> str:
-    return json.dumps(parts, separators=(",", ":"))
 
 
 def late(event_time: int, state: PartitionWindows, settings: WindowSettings) -> Rejected:
-    """The DLQ verdict of a late event: reason ``late``, how late, and the settings that made it so."""
+    """The DLQ verdict of a late record: reason ``late``, how late, and the settings that made it so."""
     clock, spec = state.clock, state.spec
     closed = spec.first_close(event_time)
-    behind = (clock.watermark or event_time) - event_time
+    watermark = clock.watermark if clock.watermark != NO_TIME else event_time
+    behind = watermark - event_time
     return Rejected(
         "late",
         f"late_by_ms={behind}: event_time {event_time} is {behind} ms behind partition {state.partition}'s "
-        f"watermark {clock.watermark}; its window ending {closed} was already emitted (horizon {clock.horizon}; "
+        f"watermark {watermark}; its window ending {closed} was already emitted (horizon {clock.horizon}; "
         f"grace {settings.grace_ms} ms, allowed lateness {settings.allowed_lateness_ms} ms)",
     )
 
 
 class PartitionWindows:
-    def __init__(self, partition: int, spec: WindowSpec, store: Store, max_fingerprints: int) -> None:
+    def __init__(self, partition: int, spec: WindowSpec, max_fingerprints: int,
+                 databases: frozenset[str] = frozenset()) -> None:  # fmt: skip
+        """``databases``: the DBOPT_DATABASES names; a record naming another database (or none)
+        counts for the default one, so its windows carry ``database`` None."""
         self.partition = partition
         self.spec = spec
-        self.store = store
         self.max_fingerprints = max_fingerprints
-        self._prefix = f"[{partition},"
-        self._clock_key = _key(partition, "clock")
-        raw = store.get(self._clock_key)
-        self.clock = (
-            Clock(raw["wm"], raw["h"], raw.get("seen", -1), [(s, h) for s, h in raw.get("closes", ())])
-            if raw else Clock()
-        )
-        self._clock_dirty = False
-        self._panes: dict[str, PaneStats] = {}  # working set, written back by flush()
-        self._caps: dict[str, FingerprintCap] = {}
+        self.databases = databases
+        self.clock = Clock()
+        self.panes: tuple[dict[int, dict[PaneKey, PaneStats]], ...] = ({}, {})  # per source: start -> key -> pane
+        self.statements: dict[PaneKey, Statement] = {}
+        self.caps: dict[str, set[str]] = {}
+        self.overflowed: dict[str, int] = {}  # service -> records folded into "other"
+        self._dirty: set[PaneStats] = set()
+        self._dirty_statements: set[PaneKey] = set()
         self._dirty_caps: set[str] = set()
-        self._pending: int | None = None  # horizon a close is due for
-        self.overflowed: dict[str, int] = {}  # service -> events folded into "other"
+        self._others: dict[Statement, Statement] = {}
+        self._unacked: list[tuple[int, list[bytes]]] = []  # closes emitted since the last checkpoint
+        self._produced: list[tuple[int, list[bytes]]] = []  # closes emitted before it: acknowledged now
+        self._stored_emitted: int | None = None  # the emitted horizon whose records are acknowledged
+        self._stored_clock = _encode((NO_TIME, None, None, [-1, -1], []))  # the clock as last written
+        self._pane_ms = spec.pane_ms
+        self._grace = spec.grace_ms
+        self._late_before = NO_TIME  # a record earlier than this is late
+        self._next_end = NO_TIME  # the horizon crossing this closes windows
 
-    # --- events and ticks -------------------------------------------------------------------
+    # --- records and ticks ------------------------------------------------------------------
 
-    def apply(self, accepted: Accepted, offset: int) -> tuple[Outcome, bool]:
-        """Add one accepted event (source ``offset``): its outcome, and whether a close is due.
+    def add(self, execution: Execution, offset: int) -> Outcome:
+        """One accepted execution of the events topic at ``offset``.
 
-        ``late``: a window holding the event was already emitted; the event joins none (the caller
-        dead-letters it). An event replayed after a crash (``offset`` at or below the highest judged)
-        gets the verdict it got the first time: late again (the caller's dead letter repeats, same
-        source offset), or ``replayed`` when it is already inside an emitted window.
-        Events of fingerprints over the per-service cap are counted in :attr:`overflowed`.
+        ``late``: a window holding it was already emitted; it joins none (the caller dead-letters
+        it). A record replayed after a crash (``offset`` at or below the highest judged) gets the
+        verdict it got the first time: late again (the dead letter repeats, same source offset),
+        or ``replayed`` when it is inside an emitted window or its pane has it already.
         """
-        event_time = accepted.event.event_time
+        event_time = execution.event_time
         clock = self.clock
-        if offset <= clock.seen:
-            first = clock.horizon_at(offset)
-            if first is not None and self.spec.is_late(event_time, first):
-                return "late", False
-            if clock.horizon is not None and self.spec.is_late(event_time, clock.horizon):
-                return "replayed", False
-        elif clock.horizon is not None and self.spec.is_late(event_time, clock.horizon):
-            self._judged(offset)
-            return "late", False
-        self._judged(offset)
-        accepted = self._capped(accepted)
-        event = accepted.event
-        assert event.fingerprint is not None  # validate() always fills it in
-        pane = self.spec.pane_start(event_time)
+        seen = clock.seen
+        if offset <= seen[EVENTS]:
+            verdict = self._replay_verdict(EVENTS, offset, event_time)
+            if verdict is not None:
+                return verdict
+        else:
+            seen[EVENTS] = offset
+            if event_time < self._late_before:
+                return "late"
+        statement = execution.statement
+        service = execution.service
+        known = self.caps.get(service)
+        if known is None or statement.fingerprint not in known:
+            statement = self._admit(service, statement)
+        database = execution.database
+        if database is not None and database not in self.databases:
+            database = None
+        key = (service, statement.fingerprint, statement.context, database)
+        start = event_time - event_time % self._pane_ms
+        bucket = self.panes[EVENTS].get(start)
+        if bucket is None:
+            bucket = self.panes[EVENTS][start] = {}
+        stats = bucket.get(key)
+        if stats is None:
+            stats = bucket[key] = self._new_pane(EVENTS, start, key)
         outcome: Outcome = "replayed"
-        for key in (StatsKey("q", event.service, event.fingerprint), StatsKey("c", event.service, accepted.context)):
-            stats = self._pane(self._pane_key(key, pane))
-            if stats.offset < offset:
-                stats.add(event, accepted.context, accepted.criticality, offset)
-                outcome = "applied"
-        return outcome, self._advance(event_time)
+        if stats.offset < offset:
+            # QuantileSketch.add and PaneStats totals, inlined: this runs once per execution
+            duration = execution.duration_ms
+            if duration > 0:
+                bin_key = _ceil(_log2(duration) * _BINS_PER_DOUBLING)  # MAPPING.key(duration)
+                bins = stats.bins
+                bins[bin_key] = bins.get(bin_key, 0) + 1
+            else:
+                stats.zeros += 1
+            stats.count += 1
+            if duration < stats.min:
+                stats.min = duration
+            if duration > stats.max:
+                stats.max = duration
+            stats.sum_ms += duration
+            if execution.error:
+                stats.errors += 1
+            if execution.rows > 0:
+                stats.rows += execution.rows
+            stats.offset = offset
+            self._dirty.add(stats)
+            outcome = "applied"
+        if stats.statement is not statement:
+            self._set_statement(stats, statement)
+        if event_time > clock.watermark:
+            self._advance(event_time)
+        return outcome
 
-    def tick(self, wall_ms: int, allowed_lateness_ms: int) -> bool:
-        """An idle tick: move the watermark of a partition that has state to ``wall - allowed lateness``
-        (``DBOPT_WINDOW_ALLOWED_LATENESS_MS``): an event older than that arriving later is late."""
-        if self.clock.watermark is None:
-            return False  # nothing to close; do not make future events of a fresh partition late
-        return self._advance(wall_ms - allowed_lateness_ms)
+    def add_sketch(self, sketch: SketchInput, offset: int) -> Outcome:
+        """One accepted StatementSketch of the sketches topic at ``offset`` (verdicts as :meth:`add`)."""
+        start = sketch.interval_start
+        clock = self.clock
+        if offset <= clock.seen[SKETCHES]:
+            verdict = self._replay_verdict(SKETCHES, offset, start)
+            if verdict is not None:
+                return verdict
+        else:
+            clock.seen[SKETCHES] = offset
+            if start < self._late_before:
+                return "late"
+        statement = sketch.statement
+        known = self.caps.get(sketch.service)
+        if known is None or statement.fingerprint not in known:
+            statement = self._admit(sketch.service, statement, sketch.count)
+        database = sketch.database if sketch.database in self.databases else None
+        key = (sketch.service, statement.fingerprint, statement.context, database)
+        pane = start - start % self._pane_ms
+        bucket = self.panes[SKETCHES].setdefault(pane, {})
+        stats = bucket.get(key)
+        if stats is None:
+            stats = bucket[key] = self._new_pane(SKETCHES, pane, key)
+        outcome: Outcome = "replayed"
+        if stats.offset < offset:
+            stats.add_sketch(sketch.keys, sketch.counts, sketch.zeros, sketch.count, sketch.errors, sketch.rows,
+                             sketch.sum_ms, sketch.min_ms, sketch.max_ms, offset)  # fmt: skip
+            self._dirty.add(stats)
+            outcome = "applied"
+        if stats.statement is not statement:
+            self._set_statement(stats, statement)
+        if sketch.last_event_time > clock.watermark:
+            self._advance(sketch.last_event_time)
+        return outcome
+
+    def tick(self, wall_ms: int, allowed_lateness_ms: int) -> None:
+        """An idle tick: move the watermark of a partition that has state to ``wall - allowed
+        lateness`` (``DBOPT_WINDOW_ALLOWED_LATENESS_MS``): a record older than that arriving
+        later is late."""
+        if self.clock.watermark == NO_TIME:
+            return  # nothing to close; do not make the first records of a fresh partition late
+        if wall_ms - allowed_lateness_ms > self.clock.watermark:
+            self._advance(wall_ms - allowed_lateness_ms)
 
     # --- closing ----------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Write the working set back to the store."""
-        for key, stats in self._panes.items():
-            self.store.put(key, stats.to_dict())
-        self._panes.clear()
-        for service in self._dirty_caps:
-            self.store.put(self._cap_key(service), {"known": sorted(self._caps[service].known)})
-        self._dirty_caps.clear()
-        if self._clock_dirty:
-            self._put_clock()
+    @property
+    def due(self) -> bool:
+        """Some window ends between the emitted horizon and the horizon: :meth:`closing` emits it."""
+        clock = self.clock
+        if clock.emitted is None or clock.horizon is None or clock.horizon <= clock.emitted:
+            return False
+        return next(self.spec.closing(clock.emitted, clock.horizon), None) is not None
 
     def closing(self, emitted_at: int) -> Closing | None:
-        """Records of every window that closes at the pending horizon (call after :meth:`flush`)."""
-        if self._pending is None:
+        """The records of every window ending in (emitted horizon, horizon]. The caller produces
+        them; the panes no open window needs leave memory now and the changelog at the checkpoint
+        after the one that follows (when the records are surely acknowledged)."""
+        clock = self.clock
+        if not self.due:
+            if clock.horizon is not None:
+                clock.emitted = clock.horizon
             return None
-        old, new = self.clock.horizon, self._pending
-        assert old is not None
-        windows = list(self.spec.closing(old, new))
-        panes: dict[StatsKey, dict[int, PaneStats]] = {}
-        retired = []
-        for raw_key in self.store.keys():  # noqa: SIM118 - a Store is not a dict: keys() is its only iteration
-            if not raw_key.startswith(self._prefix):
-                continue
-            parts = json.loads(raw_key)
-            if parts[1] != "pane":
-                continue
-            _, _, kind, service, name, start = parts
-            value = self.store.get(raw_key)
-            if value is None:
-                continue
-            panes.setdefault(StatsKey(kind, service, name), {})[start] = PaneStats.from_dict(value)
-            if self.spec.last_close(start) <= new:
-                retired.append(raw_key)
-        records = []
-        for window in windows:
-            for key, by_start in panes.items():
-                merged = self._merge(window, by_start)
-                if merged is not None:
-                    records.append(window_stats(window, key, merged, emitted_at))
-        return Closing(new, records, retired)
+        assert clock.emitted is not None and clock.horizon is not None
+        old, new = clock.emitted, clock.horizon
+        records: list[WindowStats] = []
+        for window in self.spec.closing(old, new):
+            records.extend(self._window_records(window, emitted_at))
+        clock.emitted = new
+        self._unacked.append((new, self._retire(new)))
+        return Closing(new, records)
 
-    def commit_close(self, closing: Closing) -> None:
-        """Store the new horizon, then drop the panes no open window needs."""
-        self.clock.horizon = closing.horizon
-        self._moved(closing.horizon)
-        self._pending = None
-        self._put_clock()
-        for key in closing.retired:
-            self.store.delete(key)
+    def checkpoint(self) -> list[tuple[bytes, bytes | None]]:
+        """The changelog records to write now, in order: the changed panes, statements and caps,
+        the clock, then the deletions of panes retired by closes whose records the previous
+        checkpoint's flush acknowledged. The caller produces them to changelog partition
+        :attr:`partition`, then waits for the broker's acknowledgement of everything produced
+        before committing source offsets (and before the next checkpoint)."""
+        acked, self._produced, self._unacked = self._produced, self._unacked, []
+        if acked:
+            self._stored_emitted = max(horizon for horizon, _ in acked)
+        if not self._produced:  # every close emitted so far is acknowledged
+            self._stored_emitted = self.clock.emitted
+        out: list[tuple[bytes, bytes | None]] = [(_pane_key(s), s.encode()) for s in self._dirty]
+        self._dirty.clear()
+        out += [(_STATEMENT + _encode(k), _encode(_statement_tuple(self.statements[k])))
+                for k in self._dirty_statements if k in self.statements]  # fmt: skip
+        self._dirty_statements.clear()
+        out += [(_CAP + service.encode(), _encode(sorted(self.caps[service]))) for service in self._dirty_caps]
+        self._dirty_caps.clear()
+        clock = self.clock
+        stored = _encode((clock.watermark, clock.horizon, self._stored_emitted, clock.seen, clock.closes))
+        if stored != self._stored_clock:  # an idle partition writes nothing
+            out.append((_CLOCK, stored))
+            self._stored_clock = stored
+        for _, deleted in acked:
+            out += [(key, None) for key in deleted]
+        return out
+
+    # --- restore ----------------------------------------------------------------------------
+
+    def load(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Rebuild the state from the changelog partition's records, oldest first."""
+        panes: dict[tuple[int, int, PaneKey], bytes] = {}
+        statements: dict[PaneKey, bytes] = {}
+        for raw_key, value in records:
+            kind, rest = raw_key[:1], raw_key[1:]
+            if kind == _PANE:
+                source, start, *parts = _decode(rest)
+                where = (source, start, _pane_key_tuple(parts))
+                if value is None:
+                    panes.pop(where, None)
+                else:
+                    panes[where] = value
+            elif kind == _STATEMENT:
+                skey = _pane_key_tuple(_decode(rest))
+                if value is None:
+                    statements.pop(skey, None)
+                else:
+                    statements[skey] = value
+            elif kind == _CAP and value is not None:
+                self.caps[rest.decode()] = set(_decode(value))
+            elif kind == _CLOCK and value is not None:
+                watermark, horizon, emitted, seen, closes = _decode(value)
+                self.clock = Clock(watermark, horizon, emitted, list(seen), [tuple(c) for c in closes])
+        self.statements = {k: _statement(_decode(v)) for k, v in statements.items()}
+        for (source, start, key), value in panes.items():
+            stats = PaneStats.decode(value)
+            stats.source, stats.start, stats.key, stats.statement = source, start, key, self.statements.get(key)
+            self.panes[source].setdefault(start, {})[key] = stats
+        self._stored_emitted = self.clock.emitted
+        clock = self.clock
+        self._stored_clock = _encode((clock.watermark, clock.horizon, clock.emitted, clock.seen, clock.closes))
+        if self.clock.horizon is not None:
+            self._moved_to(self.clock.horizon)
 
     # --- internals --------------------------------------------------------------------------
 
-    def _advance(self, watermark: int) -> bool:
+    def _replay_verdict(self, source: int, offset: int, event_time: int) -> Outcome | None:
         clock = self.clock
-        if clock.watermark is not None and watermark <= clock.watermark:
-            return False
+        first = clock.horizon_at(source, offset)
+        if first is not None and self.spec.is_late(event_time, first):
+            return "late"
+        if clock.horizon is not None and self.spec.is_late(event_time, clock.horizon):
+            return "replayed"
+        return None
+
+    def _advance(self, watermark: int) -> None:
+        clock = self.clock
         clock.watermark = watermark
-        self._clock_dirty = True
-        horizon = self.spec.horizon(watermark)
-        if clock.horizon is None:
-            clock.horizon = horizon  # first event: no window can hold data yet
-            self._moved(horizon)
-            return False
-        if horizon <= (self._pending if self._pending is not None else clock.horizon):
-            return False
-        if next(self.spec.closing(clock.horizon, horizon), None) is None:
-            clock.horizon = horizon  # no window ends in between: nothing to emit or retire
-            return False
-        self._pending = horizon
-        return True
+        horizon = watermark - self._grace
+        if clock.horizon is None:  # the first record: no window can hold data yet
+            clock.horizon = clock.emitted = horizon
+            self._record_move(horizon)
+        elif horizon >= self._next_end:  # a window end is crossed: verdicts change, windows close
+            clock.horizon = horizon
+            self._record_move(horizon)
+        elif horizon > clock.horizon:
+            clock.horizon = horizon
 
-    def _merge(self, window: Window, by_start: dict[int, PaneStats]) -> PaneStats | None:
-        merged: PaneStats | None = None
-        for start in self.spec.panes(window):
-            stats = by_start.get(start)
-            if stats is None:
-                continue
-            if merged is None:
-                merged = PaneStats.from_dict(stats.to_dict())
-            else:
-                merged.merge(stats)
-        return merged
+    def _record_move(self, horizon: int) -> None:
+        clock = self.clock
+        clock.closes.append((clock.seen[EVENTS], clock.seen[SKETCHES], horizon))
+        del clock.closes[:-CLOSES_KEPT]
+        self._moved_to(horizon)
 
-    def _capped(self, accepted: Accepted) -> Accepted:
-        service = accepted.event.service
-        cap = self._caps.get(service)
-        if cap is None:
-            raw = self.store.get(self._cap_key(service))
-            cap = self._caps[service] = FingerprintCap(self.max_fingerprints, set(raw["known"]) if raw else set())
-        accepted, outcome = cap.admit(accepted)
-        if outcome == "added":
-            self._dirty_caps.add(service)
-        elif outcome == "overflow":
-            self.overflowed[service] = self.overflowed.get(service, 0) + 1
-        return accepted
+    def _moved_to(self, horizon: int) -> None:
+        spec = self.spec
+        self._late_before = max(horizon // spec.tumbling_ms * spec.tumbling_ms, horizon // spec.hop_ms * spec.hop_ms)
+        self._next_end = spec.first_close(horizon)
 
-    def _pane(self, key: str) -> PaneStats:
-        stats = self._panes.get(key)
-        if stats is None:
-            raw = self.store.get(key)
-            stats = self._panes[key] = PaneStats.from_dict(raw) if raw else PaneStats()
+    def _new_pane(self, source: int, start: int, key: PaneKey) -> PaneStats:
+        stats = PaneStats()
+        stats.source, stats.start, stats.key = source, start, key
         return stats
 
-    def _pane_key(self, key: StatsKey, pane_start: int) -> str:
-        return _key(self.partition, "pane", key.kind, key.service, key.name, pane_start)
+    def _set_statement(self, stats: PaneStats, statement: Statement) -> None:
+        stats.statement = statement
+        assert stats.key is not None
+        if self.statements.get(stats.key) is not statement:
+            self.statements[stats.key] = statement
+            self._dirty_statements.add(stats.key)
 
-    def _cap_key(self, service: str) -> str:
-        return _key(self.partition, "cap", service)
+    def _admit(self, service: str, statement: Statement, records: int = 1) -> Statement:
+        """The statement a record of ``service`` counts under: its own, or ``other`` over the cap."""
+        known = self.caps.setdefault(service, set())
+        if statement.fingerprint in known:
+            return statement
+        if len(known) < self.max_fingerprints:
+            known.add(statement.fingerprint)
+            self._dirty_caps.add(service)
+            return statement
+        self.overflowed[service] = self.overflowed.get(service, 0) + records
+        other = self._others.get(statement)
+        if other is None:
+            other = self._others[statement] = Statement(OTHER_FINGERPRINT, "", statement.statement_type,
+                                                        statement.tables, statement.context, statement.criticality)  # fmt: skip
+        return other
 
-    def _judged(self, offset: int) -> None:
-        if offset > self.clock.seen:
-            self.clock.seen = offset
-            self._clock_dirty = True
+    def _window_records(self, window: Window, emitted_at: int) -> list[WindowStats]:
+        """The query rows (service, fingerprint) and context rows (service, context) of a window."""
+        rows: dict[StatsKey, list[PaneStats]] = {}
+        for source in SOURCES:
+            by_start = self.panes[source]
+            for start in self.spec.panes(window):
+                for (service, fingerprint, context, database), stats in by_start.get(start, {}).items():
+                    rows.setdefault(StatsKey("q", service, fingerprint, database), []).append(stats)
+                    rows.setdefault(StatsKey("c", service, context, database), []).append(stats)
+        records = []
+        for key, parts in rows.items():
+            merged = parts[0] if len(parts) == 1 else _merged(parts)
+            latest = max(parts, key=lambda p: (p.offset, p.source))
+            statement = latest.statement or self.statements[latest.key]  # type: ignore[index]
+            records.append(window_stats(window, key, merged, statement, emitted_at))
+        return records
 
-    def _moved(self, horizon: int) -> None:
-        """Remember that events after the highest judged offset meet ``horizon`` (or a later one)."""
-        self.clock.closes = [*self.clock.closes[-(CLOSES_KEPT - 1):], (self.clock.seen, horizon)]
+    def _retire(self, horizon: int) -> list[bytes]:
+        """Drop the panes every window of which has closed; their changelog keys (and those of
+        statements no pane refers to any more)."""
+        deleted: list[bytes] = []
+        keys: set[PaneKey] = set()
+        for source in SOURCES:
+            by_start = self.panes[source]
+            for start in [s for s in by_start if self.spec.last_close(s) <= horizon]:
+                for stats in by_start.pop(start).values():
+                    self._dirty.discard(stats)
+                    deleted.append(_pane_key(stats))
+                    assert stats.key is not None
+                    keys.add(stats.key)
+        live = {key for by_start in self.panes for bucket in by_start.values() for key in bucket} if keys else set()
+        for key in keys - live:
+            self.statements.pop(key, None)
+            self._dirty_statements.discard(key)
+            deleted.append(_STATEMENT + _encode(key))
+        return deleted
 
-    def _put_clock(self) -> None:
-        clock = self.clock
-        self.store.put(self._clock_key, {"wm": clock.watermark, "h": clock.horizon, "seen": clock.seen,
-                                         "closes": [list(c) for c in clock.closes]})
-        self._clock_dirty = False
+
+def _merged(parts: list[PaneStats]) -> PaneStats:
+    merged = parts[0].copy()
+    for part in parts[1:]:
+        merged.merge(part)
+    return merged
+
+
+def _pane_key(stats: PaneStats) -> bytes:
+    assert stats.key is not None
+    return _PANE + _encode((stats.source, stats.start, *stats.key))
+
+
+def _pane_key_tuple(parts: list[object]) -> PaneKey:
+    service, fingerprint, context, database = parts
+    return (str(service), str(fingerprint), str(context), None if database is None else str(database))
+
+
+def _statement(fields: list[object]) -> Statement:
+    fingerprint, text, statement_type, tables, context, criticality = fields
+    return Statement(str(fingerprint), str(text), str(statement_type), tuple(str(t) for t in tables),  # type: ignore[attr-defined]
+                     str(context), str(criticality))  # fmt: skip
+
+
+def _statement_tuple(statement: Statement) -> tuple[object, ...]:
+    return (statement.fingerprint, statement.query_text, statement.statement_type, list(statement.tables),
+            statement.context, statement.criticality)  # fmt: skip
+

@@ -1,55 +1,89 @@
-"""A mergeable quantile sketch with a bounded relative error (DDSketch's log mapping, sparse store).
+"""A mergeable quantile sketch with a bounded relative error (DDSketch's logarithmic mapping,
+sparse store), shared by the worker and the SDK's sketch mode.
 
-The index <-> value mapping is ddsketch's :class:`LogarithmicMapping`; the store is a plain
-``{bin index: count}`` dict so the sketch serializes to a small JSON-able dict (ddsketch 3's own
-serialization needs protobuf). Quantiles follow the *lower* order statistic: ``quantile(q)``
-estimates the element of rank ``floor(q * (n - 1))`` (0-based) of the sorted values, which is what
-``numpy.quantile(x, q, method="lower")`` returns, within ``relative_accuracy`` (default 0.5%).
+A positive value ``v`` falls in bin ``key(v) = ceil(log2(v) * m)`` with ``m = ln 2 / ln(gamma)``,
+``gamma = (1 + a) / (1 - a)``; every value of a bin is within the relative accuracy ``a``
+(0.5 %) of the bin's representative ``value(key)``. That is DDSketch's ``LogarithmicMapping``,
+written out here so the SDK computes the very same bins without the ddsketch package. Values
+<= 0 are counted in ``zeros``. The store is a plain ``{bin: count}`` dict, so two sketches
+merge by adding counts, in any order and any grouping (panes into windows, SDK intervals into
+panes).
+
+Quantiles follow the *lower* order statistic: ``quantile(q)`` estimates the element of rank
+``floor(q * (n - 1))`` (0-based) of the sorted values, which is what
+``numpy.quantile(x, q, method="lower")`` returns, within the relative accuracy, clamped to the
+exact ``[min, max]``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
-
-from ddsketch.mapping import LogarithmicMapping
 
 RELATIVE_ACCURACY = 0.005
 
 
-@lru_cache(maxsize=8)
-def _mapping(relative_accuracy: float) -> LogarithmicMapping:
-    return LogarithmicMapping(relative_accuracy)
+class Mapping:
+    """Value <-> bin of one relative accuracy."""
+
+    __slots__ = ("_scale", "gamma", "multiplier", "relative_accuracy")
+
+    def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
+        if not 0 < relative_accuracy < 1:
+            raise ValueError(f"relative accuracy must be in (0, 1), got {relative_accuracy}")
+        self.relative_accuracy = relative_accuracy
+        mantissa = 2 * relative_accuracy / (1 - relative_accuracy)
+        self.gamma = 1 + mantissa
+        self.multiplier = math.log(2) / math.log1p(mantissa)  # bins per doubling
+        self._scale = 2.0 / (1 + self.gamma)
+
+    def key(self, value: float) -> int:
+        """The bin of a positive value."""
+        return math.ceil(math.log2(value) * self.multiplier)
+
+    def value(self, key: int) -> float:
+        """The representative of a bin: within the relative accuracy of every value in it."""
+        return float(2.0 ** (key / self.multiplier) * self._scale)
 
 
-@dataclass
+MAPPING = Mapping()
+
+
+def mapping(relative_accuracy: float) -> Mapping:
+    return MAPPING if relative_accuracy == MAPPING.relative_accuracy else Mapping(relative_accuracy)
+
+
 class QuantileSketch:
-    """Counts of non-negative values in logarithmic bins; values <= 0 are counted in ``zeros``."""
+    """Counts of non-negative values in logarithmic bins, with the exact count, min and max."""
 
-    relative_accuracy: float = RELATIVE_ACCURACY
-    bins: dict[int, int] = field(default_factory=dict)
-    zeros: int = 0
-    count: int = 0
-    min: float = math.inf
-    max: float = -math.inf
+    __slots__ = ("bins", "count", "max", "min", "relative_accuracy", "zeros")
+
+    def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
+        self.relative_accuracy = relative_accuracy
+        self.bins: dict[int, int] = {}
+        self.zeros = 0
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
 
     def add(self, value: float) -> None:
         if value > 0:
-            key = _mapping(self.relative_accuracy).key(value)
+            key = mapping(self.relative_accuracy).key(value)
             self.bins[key] = self.bins.get(key, 0) + 1
         else:
             self.zeros += 1
         self.count += 1
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
 
-    def merge(self, other: "QuantileSketch") -> None:
+    def merge(self, other: QuantileSketch) -> None:
         if other.relative_accuracy != self.relative_accuracy:
             raise ValueError("cannot merge sketches of different relative accuracy")
+        bins = self.bins
         for key, n in other.bins.items():
-            self.bins[key] = self.bins.get(key, 0) + n
+            bins[key] = bins.get(key, 0) + n
         self.zeros += other.zeros
         self.count += other.count
         self.min = min(self.min, other.min)
@@ -57,20 +91,32 @@ class QuantileSketch:
 
     def quantile(self, q: float) -> float:
         """Estimate of the lower order statistic of rank ``floor(q * (count - 1))``."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {q}")
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """:meth:`quantile` of each of ``qs`` (ascending), in one pass over the sorted bins."""
+        if any(not 0.0 <= q <= 1.0 for q in qs):
+            raise ValueError(f"quantiles must be in [0, 1], got {qs}")
         if self.count == 0:
             raise ValueError("quantile of an empty sketch")
-        rank = math.floor(q * (self.count - 1))
-        if rank < self.zeros:
-            return max(self.min, 0.0)
-        seen = self.zeros
-        for key in sorted(self.bins):
-            seen += self.bins[key]
-            if seen > rank:
-                value = _mapping(self.relative_accuracy).value(key)
-                return min(max(value, self.min), self.max)
-        return self.max  # unreachable when counts are consistent
+        ranks = [math.floor(q * (self.count - 1)) for q in qs]
+        found: list[float] = []
+        bins = self.bins
+        keys = sorted(bins)
+        at, seen = -1, self.zeros  # seen: values up to and including bin keys[at]
+        for rank in ranks:
+            if rank < self.zeros:
+                found.append(max(self.min, 0.0))
+                continue
+            while seen <= rank and at + 1 < len(keys):
+                at += 1
+                seen += bins[keys[at]]
+            if seen <= rank:  # unreachable when counts are consistent
+                found.append(self.max)
+                continue
+            value = mapping(self.relative_accuracy).value(keys[at])
+            found.append(min(max(value, self.min), self.max))
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         keys = sorted(self.bins)
@@ -85,13 +131,11 @@ class QuantileSketch:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QuantileSketch":
-        count = int(data["n"])
-        return cls(
-            relative_accuracy=float(data["a"]),
-            bins=dict(zip((int(k) for k in data["k"]), (int(c) for c in data["c"]), strict=True)),
-            zeros=int(data["z"]),
-            count=count,
-            min=float(data["lo"]) if count else math.inf,
-            max=float(data["hi"]) if count else -math.inf,
-        )
+    def from_dict(cls, data: dict[str, Any]) -> QuantileSketch:
+        sketch = cls(float(data["a"]))
+        sketch.bins = dict(zip((int(k) for k in data["k"]), (int(c) for c in data["c"]), strict=True))
+        sketch.zeros = int(data["z"])
+        sketch.count = int(data["n"])
+        if sketch.count:
+            sketch.min, sketch.max = float(data["lo"]), float(data["hi"])
+        return sketch
