@@ -102,3 +102,12 @@ def test_action_of_unknown_for_anything_else() -> None:
     assert action_of("ANALYZE a; ANALYZE b") == "unknown"
     assert action_of("not sql at all") == "unknown"
     assert action_of("CREATE INDEX i ON t (a)") == "create_index"  # classified, though rejected later
+
+
+def test_index_probe_parts_for_the_catalog() -> None:
+    stmt = validate("CREATE INDEX CONCURRENTLY i ON vendors USING gin (name gin_trgm_ops, (lower(email)) COLLATE \"C\") "
+                    "WHERE status = 'x'")
+    assert stmt.method == "gin" and stmt.opclasses == (Name(None, "gin_trgm_ops"),)
+    assert stmt.extensions == ("pg_trgm",)
+    assert stmt.probe_expressions == ("name", 'lower(email) COLLATE "C"', "status = 'x'")
+    assert validate("ANALYZE t").probe_expressions == ()

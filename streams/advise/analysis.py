@@ -239,16 +239,25 @@ class _ColumnRefs(Visitor):
         self.found.append(node)
 
 
-def _unqualified(node: ast.FuncCall) -> ast.FuncCall:
+def expression_node(text: str) -> ast.Node:
+    """The parse tree of one scalar expression."""
+    stmt = parser.parse_sql(f"SELECT {text}")[0].stmt
+    assert isinstance(stmt, ast.SelectStmt) and stmt.targetList
+    target = stmt.targetList[0]
+    assert isinstance(target, ast.ResTarget) and target.val is not None
+    return target.val
+
+
+def _unqualified(node: ast.FuncCall) -> ast.Node:
     """A copy of ``node`` whose column references carry only the column name."""
-    copy = parser.parse_sql(f"SELECT {_text(node)}")[0].stmt.targetList[0].val  # type: ignore[union-attr,index]
+    copy = expression_node(_text(node))
 
     class _Strip(Visitor):
         def visit_ColumnRef(self, ancestors: object, ref: ast.ColumnRef) -> None:
             ref.fields = ref.fields[-1:] if ref.fields else ref.fields
 
     _Strip()(copy)
-    return copy  # type: ignore[no-any-return]
+    return copy
 
 
 def _indexable_call(node: ast.FuncCall) -> bool:
@@ -354,16 +363,16 @@ def _conjunct(b: _Builder, node: object, row_filter: bool) -> str | None:
         return None
     if kind == enums.A_Expr_Kind.AEXPR_OP and op in _RANGE_OPS:
         if _is_value(node.rexpr) and (key := b.key(node.lexpr)):
-            value, direction = node.rexpr, op
+            bound, direction = node.rexpr, op
         elif _is_value(node.lexpr) and (key := b.key(node.rexpr)):
-            value, direction = node.lexpr, _FLIPPED[op]
+            bound, direction = node.lexpr, _FLIPPED[op]
         else:
             return "range comparison without a column and a value"
         usage, name, expression = key
         _add(usage.range, name)
         if expression:
             _add(usage.expressions, name)
-        b.param(value, usage, name, expression, "lower" if direction.startswith(">") else "upper")
+        b.param(bound, usage, name, expression, "lower" if direction.startswith(">") else "upper")
         return None
     if kind in (enums.A_Expr_Kind.AEXPR_LIKE, enums.A_Expr_Kind.AEXPR_ILIKE) or (
         kind == enums.A_Expr_Kind.AEXPR_OP and op in _TRIGRAM_OPS
@@ -378,11 +387,11 @@ def _conjunct(b: _Builder, node: object, row_filter: bool) -> str | None:
     if kind == enums.A_Expr_Kind.AEXPR_OP and op == "@@":
         for side, query in ((node.lexpr, node.rexpr), (node.rexpr, node.lexpr)):
             key = b.key(side)
-            value = _tsquery_param(query)
-            if key is not None and value is not None:
+            searched = _tsquery_param(query)
+            if key is not None and searched is not None:
                 usage, name, expression = key
                 _add(usage.text_search, TextPredicate("fulltext", name, expression, op))
-                b.param(value, usage, name, expression, "tsquery")
+                b.param(searched, usage, name, expression, "tsquery")
                 return None
         return "@@ needs a tsvector column or to_tsvector(configuration, columns) and a query value"
     if kind == enums.A_Expr_Kind.AEXPR_OP and op == "@>":
@@ -424,7 +433,7 @@ def _conjunct(b: _Builder, node: object, row_filter: bool) -> str | None:
         _add(usage.range, name)
         if expression:
             _add(usage.expressions, name)
-        for item, role in zip(node.rexpr, ("lower", "upper")):
+        for item, role in zip(node.rexpr, ("lower", "upper"), strict=False):
             b.param(item, usage, name, expression, role)
         return None
     return f"operator {op} has no index candidate"

@@ -26,7 +26,15 @@ from pglast import ast, enums, parser
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
-from streams.advise.analysis import Constant, ConstantFilter, OrderColumn, QueryShape, TableUsage, TextPredicate
+from streams.advise.analysis import (
+    Constant,
+    ConstantFilter,
+    OrderColumn,
+    QueryShape,
+    TableUsage,
+    TextPredicate,
+    expression_node,
+)
 
 INDEX_PREFIX = "dbopt_idx_"
 _MAX_IDENTIFIER = 63  # NAMEDATALEN - 1
@@ -132,11 +140,6 @@ _OPCLASS_EXTENSIONS = {"gin_trgm_ops": "pg_trgm", "gist_trgm_ops": "pg_trgm"}
 def _readable(column: OrderColumn) -> str:
     return "_".join(part for part in "".join(ch if ch.isalnum() else " " for ch in column.column).split()
                     if part not in ("english", "simple")) if column.expression else column.column
-
-
-def expression_node(text: str) -> ast.Node:
-    """The parse tree of one scalar expression."""
-    return parser.parse_sql(f"SELECT {text}")[0].stmt.targetList[0].val  # type: ignore[union-attr,index,no-any-return]
 
 
 def normalize_expression(text: str) -> str:

@@ -65,8 +65,7 @@ from streams.advise.candidates import (
     or_sets,
     union_candidate,
 )
-from streams.advise.sampled import METHOD as SAMPLED
-from streams.advise.sampled import SampledBuilder, fill_parameters
+from streams.advise.sampled import METHOD as SAMPLED, SampledBuilder, fill_parameters
 from streams.config import AdviseSettings, Settings
 from streams.records import Alert
 from streams.sql import SqlParseError

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from pglast import ast
 
-from streams.advise.analysis import ParamUse, QueryShape
-from streams.advise.candidates import expression_node
+from streams.advise.analysis import ParamUse, QueryShape, expression_node
 
 SETS = 3
 # positions in the histogram (fractions) per value set: recent ranges for >=, early ones for <=
-_LOWER = (0.9, 0.95, 0.8)
-_UPPER = (0.1, 0.05, 0.2)
+_LOWER = (0.95, 0.99, 0.9)
+_UPPER = (0.05, 0.01, 0.1)
 _WORD = re.compile(r"[^\W\d_]{4,}")
 
 
@@ -68,7 +68,9 @@ def _column_of(use: ParamUse) -> str | None:
     if not use.expression:
         return use.key
     node = expression_node(use.key)
-    names = [f.sval for f in getattr(node.args[-1], "fields", ()) or ()] if getattr(node, "args", None) else []
+    args = list(node.args or ()) if isinstance(node, ast.FuncCall) else []
+    last = args[-1] if args else None
+    names = [f.sval for f in last.fields or () if isinstance(f, ast.String)] if isinstance(last, ast.ColumnRef) else []
     return names[-1] if names else None
 
 
@@ -129,7 +131,7 @@ def value_sets(conn: psycopg.Connection[Any], shape: QueryShape, schemas: dict[s
         if found is None:
             return []
         stats[number] = found
-    sets = []
+    sets: list[dict[int, str | None]] = []
     for index in range(SETS):
         values: dict[int, str | None] = {}
         for number, use in shape.params.items():
