@@ -175,6 +175,9 @@ def test_approve_dismiss_emergency_and_history(ss: Settings, served: server.Runn
     assert "approved by olivia" in sent["reason"] and sent["action"] == "create_index"
     again = operator.post(f"/api/recommendations/{create.command_id}/approve", json={})
     assert again.status_code == 409 and "approved by olivia" in again.json()["detail"]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', operator.get("/optimizations").text).group(1)  # type: ignore[union-attr]
+    by_form = operator.post(f"/recommendations/{create.command_id}/approve", data={"csrf_token": token})
+    assert by_form.status_code == 409 and "<html" in by_form.text and "already approved by olivia" in by_form.text
     dismissed = operator.post(f"/api/recommendations/{analyze.command_id}/dismiss", json={"note": "not now"})
     assert dismissed.status_code == 200 and dismissed.json()["decided_by"] == "olivia"
 

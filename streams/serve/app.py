@@ -259,8 +259,12 @@ def create_app(parts: Parts) -> FastAPI:
                             status_code=401, headers={"WWW-Authenticate": REALM})
 
     @app.exception_handler(ActionError)
-    async def action_error(_request: Request, exc: ActionError) -> Response:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    async def action_error(request: Request, exc: ActionError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        response = page(request, "error", None, message=exc.message)  # a form's answer: a page
+        response.status_code = exc.status
+        return response
 
     def csrf(request: Request) -> str:
         token = request.session.get("csrf")
