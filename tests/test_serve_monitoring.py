@@ -90,3 +90,21 @@ def test_the_rules_cover_the_issue_and_the_check_sees_a_bad_name() -> None:
     assert problems("x", "rate(dbopt_windows_emited_total[5m])", names) == ["x: dbopt_windows_emited_total is not exported"]
     assert problems("x", 'dbopt_executor_results_total{state="failed"}', names) == [
         "x: dbopt_executor_results_total has no label state"]
+
+
+def test_the_per_context_gauges_are_bounded() -> None:
+    from streams.observe.metrics import LastWindows
+
+    gauges = LastWindows(limit=2)
+    gauges.set("svc-a", "booking", 80.0, 50.0)
+    gauges.set("svc-b", "booking", 20.0, 50.0)
+    gauges.set("svc-a", "booking", 85.0, 50.0)  # updated: now the most recent
+    gauges.set("svc-c", "payment", 10.0, 20.0)  # a third pair: svc-b, the least recently set, goes
+
+    def value(name: str, service: str, context: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"service": service, "context": context})
+
+    assert value("dbopt_context_p95_seconds", "svc-a", "booking") == 0.085
+    assert value("dbopt_context_slo_p95_seconds", "svc-c", "payment") == 0.02
+    assert value("dbopt_context_p95_seconds", "svc-b", "booking") is None
+    assert value("dbopt_context_slo_p95_seconds", "svc-b", "booking") is None
