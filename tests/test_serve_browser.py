@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
 from serve_harness import PASSWORDS, advisor_command, firing_alert, produce, seed, serve_settings, window
@@ -154,6 +155,10 @@ def test_an_operators_approval_is_applied_and_shown(browser: Browser, ss: Settin
                                  (approved_id,)).fetchone()
         assert audit is not None and (audit["status"], audit["origin"]) == ("applied", "operator")
         assert audit["command"]["reason"].startswith("approved by olivia in dbopt serve")
+        # the executor's metrics counted both results and saw its database
+        assert (REGISTRY.get_sample_value("dbopt_executor_results_total", {"status": "applied"}) or 0) >= 1
+        assert (REGISTRY.get_sample_value("dbopt_executor_results_total", {"status": "deferred"}) or 0) >= 1
+        assert REGISTRY.get_sample_value("dbopt_executor_db_up") == 1
         page.close()
     finally:
         executor.stop.set()
