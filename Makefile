@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status test unit demo bench clean lock tools browser
+.PHONY: install up down status lint test unit demo bench clean lock tools browser
 
 # the locked versions (requirements/dev.lock: engine + dev, hashes checked), then dbopt-streams itself, editable
 $(STAMP): pyproject.toml requirements/dev.lock requirements/build.lock
@@ -49,8 +49,13 @@ down:
 status: $(STAMP)
 	$(BIN)/python -m streams.devenv status
 
-# the whole suite: the suite's own fixtures start Kafka and PostgreSQL (make up) when needed
-test: up tools browser
+# linter and type checker, configured in pyproject.toml ([tool.ruff], [tool.mypy])
+lint: $(STAMP)
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/mypy
+
+# the whole suite, after the lint: the suite's own fixtures start Kafka and PostgreSQL (make up) when needed
+test: lint up tools browser
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 # only the tests that need no server
