@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status lint test unit demo bench clean lock tools browser
+.PHONY: install up down status lint test faults unit demo bench clean lock tools browser
 
 # the locked versions (requirements/dev.lock: engine + dev, hashes checked), then dbopt-streams itself, editable
 $(STAMP): pyproject.toml requirements/dev.lock requirements/build.lock
@@ -56,7 +56,12 @@ lint: $(STAMP)
 
 # the whole suite, after the lint: the suite's own fixtures start Kafka and PostgreSQL (make up) when needed
 test: lint up tools browser
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -m "not faults" $(PYTEST_ARGS)
+
+# the fault suite (docs/reliability.md): kills, a broker restart and a PostgreSQL outage on private
+# servers of its own (never the shared ones), fuzzed input, late data; bounded, about 10 minutes
+faults: up
+	$(BIN)/python -m pytest -q -ra -m faults $(PYTEST_ARGS)
 
 # only the tests that need no server
 unit: $(STAMP)
