@@ -78,6 +78,21 @@ def topic_specs(settings: Settings, keys: Collection[str] | None = None) -> list
     return specs
 
 
+def kafka_topic_manifests(settings: Settings, cluster: str) -> list[dict[str, object]]:
+    """Strimzi ``KafkaTopic`` resources of :func:`topic_specs`: what ``dbopt topics create`` makes, for a
+    cluster whose topics the Topic Operator manages (``k8s/tools/generate.py`` writes them to k8s/)."""
+    return [
+        {
+            "apiVersion": "kafka.strimzi.io/v1beta2",
+            "kind": "KafkaTopic",
+            "metadata": {"name": spec.name, "labels": {"strimzi.io/cluster": cluster}},
+            "spec": {"topicName": spec.name, "partitions": spec.partitions, "replicas": spec.replication,
+                     "config": dict(spec.config)},
+        }
+        for spec in topic_specs(settings)
+    ]
+
+
 def ensure_topics(
     settings: Settings, keys: Collection[str] | None = None, *, timeout: float = 30.0, admin: AdminClient | None = None
 ) -> EnsureReport:
