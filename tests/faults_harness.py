@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from streams.config import run_dir
+from streams.config import Settings, run_dir
 from streams.devenv.kafka import KafkaBroker
 from streams.devenv.postgres import PG_MAJOR, PostgresCluster
 from streams.devenv.process import wait_until
-from worker_harness import free_port
+from streams.kafka.consume import TopicNotFound
+from worker_harness import WindowReader, free_port
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +86,15 @@ def stop_postgres(cluster: PostgresCluster) -> None:
 def start_postgres(cluster: PostgresCluster) -> None:
     subprocess.run(["pg_ctlcluster", PG_MAJOR, cluster.name, "start"], check=True, capture_output=True)
     wait_until(cluster.ready, timeout=60, what="private PostgreSQL")
+
+
+def window_reader(settings: Settings, timeout: float = 30.0) -> WindowReader:
+    """A :class:`WindowReader` once the windows topic is visible (a just-created topic may take a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return WindowReader(settings)
+        except TopicNotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

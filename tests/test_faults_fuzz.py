@@ -26,13 +26,13 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from hypothesis import HealthCheck, Phase, given, seed, settings as hsettings, strategies as st
 
+from faults_harness import window_reader
 from streams.config import Settings, run_dir
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import Codec
 from worker_harness import (
     MINUTE,
     Event,
-    WindowReader,
     WorkerProcess,
     expected_windows,
     window_key,
@@ -154,7 +154,7 @@ def test_fuzzed_inputs_all_dead_lettered_no_good_event_lost(settings: Settings, 
     assert len(delivered) == BAD
 
     worker = WorkerProcess(worker_env(settings, f"t-fuzz-{uuid.uuid4().hex[:8]}", tmp_path / "data"), tmp_path / "w.log")
-    reader = WindowReader(settings)
+    reader = window_reader(settings)
     try:
         expected = expected_windows(good)
         reader.wait_for(expected.keys(), timeout=400, workers=[worker])
