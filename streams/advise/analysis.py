@@ -94,7 +94,7 @@ class TextPredicate:
 @dataclass(frozen=True, slots=True)
 class ParamUse:
     """What ``$n`` is compared with: ``role`` is ``eq``, ``lower`` (key >= $n), ``upper`` (key <= $n),
-    ``pattern`` (LIKE/regex), ``tsquery`` or ``containment``."""
+    ``pattern`` (LIKE/regex), ``tsquery``, ``tsconfig`` (the configuration of a tsquery) or ``containment``."""
 
     table: str
     schema: str | None
@@ -297,17 +297,18 @@ def _is_value(node: object) -> bool:
     return isinstance(node, (ast.ParamRef, ast.A_Const))
 
 
-def _tsquery_param(node: object) -> object | None:
-    """The argument of ``to_tsquery([cfg,] $n)`` and friends that varies, or the value itself."""
+def _tsquery_param(node: object) -> tuple[object | None, object] | None:
+    """(configuration argument or None, searched argument) of ``to_tsquery([cfg,] $n)`` and friends,
+    or (None, the value itself)."""
     while isinstance(node, ast.TypeCast):
         node = node.arg
     if isinstance(node, ast.FuncCall):
         names = [n.sval for n in node.funcname or () if isinstance(n, ast.String)]
         args = list(node.args or ())
         if names and names[-1] in _TSQUERY_FUNCTIONS and args and all(_is_value(a) for a in args):
-            return args[-1]
+            return (args[0] if len(args) == 2 else None), args[-1]
         return None
-    return node if _is_value(node) else None
+    return (None, node) if _is_value(node) else None
 
 
 def _op(node: ast.A_Expr) -> str | None:
@@ -391,7 +392,8 @@ def _conjunct(b: _Builder, node: object, row_filter: bool) -> str | None:
             if key is not None and searched is not None:
                 usage, name, expression = key
                 _add(usage.text_search, TextPredicate("fulltext", name, expression, op))
-                b.param(searched, usage, name, expression, "tsquery")
+                b.param(searched[1], usage, name, expression, "tsquery")
+                b.param(searched[0], usage, name, expression, "tsconfig")  # the SDK turns 'english' into $n too
                 return None
         return "@@ needs a tsvector column or to_tsvector(configuration, columns) and a query value"
     if kind == enums.A_Expr_Kind.AEXPR_OP and op == "@>":

@@ -124,6 +124,7 @@ class ExistingIndex:
     method: str = "btree"
     expressions: tuple[str | None, ...] = ()
     opclasses: tuple[str | None, ...] = ()  # None: the type's default operator class
+    unique: bool = False
 
     def key(self, position: int) -> str | None:
         """The column name or normalized expression at ``position``."""
@@ -259,10 +260,18 @@ def candidates_for_table(usage: TableUsage, max_columns: int = 4) -> list[IndexC
     return out
 
 
-def union_candidate(usage: TableUsage, equality_columns: list[str], max_columns: int = 4) -> IndexCandidate | None:
+def unique_keys(existing: Iterable[ExistingIndex]) -> set[str]:
+    """Columns that alone are a valid unique index's key (a primary key): equality on one finds one row."""
+    return {i.columns[0] for i in existing if i.unique and i.valid and not i.partial and len(i.columns) == 1
+            and i.columns[0] is not None}
+
+
+def union_candidate(usage: TableUsage, equality_columns: list[str], max_columns: int = 4,
+                    unique: set[str] | None = None) -> IndexCandidate | None:
     """One B-tree on the equality columns several statements of a batch ask of one table
-    (``equality_columns`` ordered by how many statements use each: a shared prefix serves them all)."""
-    columns = [OrderColumn(c) for c in equality_columns[:max_columns]]
+    (``equality_columns`` ordered by how many statements use each: a shared prefix serves them all);
+    a unique key (``unique``) is left out: the statements filtering on it are served already."""
+    columns = [OrderColumn(c) for c in equality_columns if c not in (unique or set())][:max_columns]
     if len(columns) < 2:
         return None
     return IndexCandidate(usage.table, usage.schema, tuple(columns))

@@ -64,6 +64,7 @@ from streams.advise.candidates import (
     normalize_expression,
     or_sets,
     union_candidate,
+    unique_keys,
 )
 from streams.advise.sampled import METHOD as SAMPLED, SampledBuilder, fill_parameters
 from streams.config import AdviseSettings, Settings
@@ -450,7 +451,7 @@ class Evaluator:
 
     def existing_indexes(self, oid: int) -> list[ExistingIndex]:
         rows = self.conn.execute(
-            "SELECT ic.relname, i.indisvalid, i.indpred IS NOT NULL, am.amname, "
+            "SELECT ic.relname, i.indisvalid, i.indpred IS NOT NULL, am.amname, i.indisunique, "
             " array(SELECT a.attname FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) "
             "       WITH ORDINALITY k(attnum, ord) "
             "       LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
@@ -468,8 +469,8 @@ class Evaluator:
         return [
             ExistingIndex(name, tuple(cols), partial=partial, valid=valid, method=method,
                           expressions=tuple(normalize_expression(e) if e else None for e in exprs),
-                          opclasses=tuple(opclasses))
-            for name, valid, partial, method, cols, exprs, opclasses in rows
+                          opclasses=tuple(opclasses), unique=unique)
+            for name, valid, partial, method, unique, cols, exprs, opclasses in rows
         ]
 
     def table_stats(self, oid: int) -> TableStats | None:
@@ -564,7 +565,8 @@ class Evaluator:
             resolved.append(usage)
             schemas[name] = schema
             existing[name] = self.existing_indexes(oid)
-            if columns and (union := union_candidate(usage, columns, self.settings.max_index_columns)):
+            keys = unique_keys(existing[name])
+            if columns and (union := union_candidate(usage, columns, self.settings.max_index_columns, keys)):
                 unions.append(union)
             stats = self.table_stats(oid)
             if stats:
@@ -617,7 +619,8 @@ class Evaluator:
             uncovered = tuple(m for m in members if covering_index(m, existing.get(m.table, ())) is None)
             if len(uncovered) >= 2 and all(m.hypothetical for m in uncovered) and uncovered not in sets:
                 sets.append(uncovered)
-        sides = [u for u in shape.tables if u.join]
+        # a side filtered by a unique key (its primary key) is served already
+        sides = [u for u in shape.tables if u.join and not set(u.equality) & unique_keys(existing.get(u.table, ()))]
         if len(sides) >= 2:
             best: list[IndexCandidate] = []
             natural: list[IndexCandidate] = []

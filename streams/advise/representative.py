@@ -39,6 +39,18 @@ class ColumnStats:
     mcf: tuple[float, ...]
     histogram: tuple[str, ...]
     elems: tuple[str, ...]  # most_common_elems (tsvector and array columns)
+    elem_freqs: tuple[float, ...] = ()
+    text_search_config: str = "english"  # the database's default_text_search_config
+
+    def typical_elems(self) -> tuple[str, ...]:
+        """The most common elements from the median frequency outwards: a typical search term, neither
+        a stop-word-like element every row has nor a one-off."""
+        if len(self.elem_freqs) < len(self.elems):
+            return self.elems
+        ranked = sorted(zip(self.elem_freqs, self.elems, strict=False))
+        middle = len(ranked) // 2
+        order = sorted(range(len(ranked)), key=lambda i: abs(i - middle))
+        return tuple(ranked[i][1] for i in order)
 
     def frequency(self, value: str) -> float:
         """Frequency of ``value`` among the most common values (0 when it is not one)."""
@@ -51,16 +63,17 @@ class ColumnStats:
 def column_stats(conn: psycopg.Connection[Any], schema: str, table: str, column: str) -> ColumnStats | None:
     row = conn.execute(
         "SELECT format_type(a.atttypid, a.atttypmod), s.n_distinct, s.most_common_vals::text::text[], "
-        " s.most_common_freqs, s.histogram_bounds::text::text[], s.most_common_elems::text::text[] "
+        " s.most_common_freqs, s.histogram_bounds::text::text[], s.most_common_elems::text::text[], "
+        " s.most_common_elem_freqs, current_setting('default_text_search_config') "
         "FROM pg_attribute a JOIN pg_stats s ON s.schemaname = %s AND s.tablename = %s AND s.attname = a.attname "
         "WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text)) AND a.attname = %s",
         (schema, table, schema, table, column),
     ).fetchone()
     if row is None:
         return None
-    kind, distinct, mcv, mcf, hist, elems = row
+    kind, distinct, mcv, mcf, hist, elems, elem_freqs, config = row
     return ColumnStats(kind, float(distinct or 0), tuple(mcv or ()), tuple(float(f) for f in mcf or ()),
-                       tuple(hist or ()), tuple(elems or ()))
+                       tuple(hist or ()), tuple(elems or ()), tuple(float(f) for f in elem_freqs or ()), config)
 
 
 def _column_of(use: ParamUse) -> str | None:
@@ -109,10 +122,23 @@ def value_for(use: ParamUse, stats: ColumnStats, index: int) -> str | None:
         word = _word(stats.typical(), index)
         return f"%{word}%" if word else None
     if use.role == "tsquery":
-        return _pick(stats.elems, (0.5, 0.25, 0.75)[index % SETS]) if stats.elems else _word(stats.typical(), index)
+        elems = stats.typical_elems()
+        return elems[index % len(elems)] if elems else _word(stats.typical(), index)
     if use.role == "containment":
         return _pair(stats.typical(), index)
+    if use.role == "tsconfig":
+        return _configuration(use.key) or stats.text_search_config
     return None
+
+
+def _configuration(key: str) -> str | None:
+    """The configuration constant of a ``to_tsvector('config', ...)`` key."""
+    node = expression_node(key)
+    args = list(node.args or ()) if isinstance(node, ast.FuncCall) else []
+    while args and isinstance(args[0], ast.TypeCast):
+        args[0] = args[0].arg
+    first = args[0] if args else None
+    return first.val.sval if isinstance(first, ast.A_Const) and isinstance(first.val, ast.String) else None
 
 
 def value_sets(conn: psycopg.Connection[Any], shape: QueryShape, schemas: dict[str, str]) -> list[dict[int, str | None]]:

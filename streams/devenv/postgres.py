@@ -16,7 +16,9 @@ from pathlib import Path
 from .process import StartError, run, tail, wait_until
 
 PG_MAJOR = "15"
-PACKAGES = (f"postgresql-{PG_MAJOR}", f"postgresql-{PG_MAJOR}-hypopg", "postgresql-contrib")
+# pg_qualstats: only for bench/powa_compare.py (PoWA's index advisor), preloaded on its own throwaway cluster
+PACKAGES = (f"postgresql-{PG_MAJOR}", f"postgresql-{PG_MAJOR}-hypopg", "postgresql-contrib",
+            f"postgresql-{PG_MAJOR}-pg-qualstats")
 
 
 @dataclass(frozen=True)
