@@ -26,8 +26,9 @@ from common import bench_settings, committed, fill, worker_env
 PROFILES = Path(__file__).parent / "profiles"
 
 
-def summarize(collapsed: Path, top: int = 30) -> str:
-    """Inclusive and self sample counts per function from py-spy's raw (collapsed) output."""
+def summarize(collapsed: Path, top: int = 30, focus: str = "") -> str:
+    """Inclusive and self sample counts per function from py-spy's raw (collapsed) output; with
+    ``focus``, only the stacks that pass through that function (e.g. one thread's loop)."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
@@ -36,13 +37,14 @@ def summarize(collapsed: Path, top: int = 30) -> str:
         n = int(count)
         frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].split("/")[-1] + ")"
                   if " (" in f else f for f in stack.split(";")[1:]]  # fmt: skip
-        if not frames:
+        if not frames or (focus and not any(f.startswith(focus + " ") for f in frames)):
             continue
         total += n
         for frame in set(frames):
             inclusive[frame] += n
         own[frames[-1]] += n
-    lines = [f"{total} samples (all threads)", "", f"top {top} inclusive (on the stack):"]
+    lines = [f"{total} samples ({f'stacks through {focus}' if focus else 'all threads'})", "",
+             f"top {top} inclusive (on the stack):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     lines += ["", f"top {top} self (on top of the stack):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
@@ -80,7 +82,7 @@ def main() -> None:
     PROFILES.mkdir(exist_ok=True)
     header = (f"py-spy {args.rate} Hz, worker draining {total} events of {args.topic} "
               f"({drained:.0f} s from launch to all committed, startup included)\n")  # fmt: skip
-    summary = header + summarize(raw)
+    summary = header + summarize(raw) + "\n" + summarize(raw, focus="WindowsStage.run")
     (PROFILES / f"{args.label}.txt").write_text(summary)
     print(summary)
 

@@ -28,6 +28,7 @@ from streams.serde import Codec
 from streams.serde.codec import SINGLE_OBJECT_MAGIC
 
 _DOUBLE = struct.Struct("<d").unpack_from
+_FOUR_NULLS = b"\x00\x00\x00\x00"
 # the layout the inline decoder reads: the current QueryEvent revision's fields, in order
 _LAYOUT = (
     ("event_id", "string"), ("service", "string"), ("instance_id", "string"), ("event_time", "long"),
@@ -53,7 +54,7 @@ class Statement:
     criticality: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Execution:
     """One accepted execution, as the windows need it."""
 
@@ -180,57 +181,79 @@ class EventReader:
                 i = _skip_string(data, i)
 
     def _inline(self, data: bytes, now_ms: int) -> Execution | None:
-        """The per-execution fields decoded in place; None: let :func:`validate` decide."""
+        """The per-execution fields decoded in place; None: let :func:`validate` decide.
+
+        Lengths under 64 bytes are one-byte varints. ``event_id``, ``service`` and ``instance_id``
+        must be short ASCII texts starting with a visible character (so they are not blank and
+        within ``max_string``); anything else goes to :func:`validate`.
+        """
         max_string = self._max_string
-        i = 10
-        texts: list[str] = []
-        for _ in range(3):  # event_id, service, instance_id: required, bounded, not blank
+        b = data[10]  # event_id
+        if b >= 0x80 or b & 1 or b == 0 or b >> 1 > max_string or data[11] <= 0x20:
+            return None
+        i = 11 + (b >> 1)
+        if not data[11:i].isascii():
+            return None
+        b = data[i]  # service
+        if b >= 0x80 or b & 1 or b == 0 or b >> 1 > max_string or data[i + 1] <= 0x20:
+            return None
+        service_at, i = i + 1, i + 1 + (b >> 1)
+        service = data[service_at:i].decode("ascii")
+        b = data[i]  # instance_id
+        if b >= 0x80 or b & 1 or b == 0 or b >> 1 > max_string or data[i + 1] <= 0x20:
+            return None
+        if not data[i + 1 : i + 1 + (b >> 1)].isascii():
+            return None
+        i += 1 + (b >> 1)
+        result = shift = 0  # event_time: a varint of about six bytes
+        while True:
             b = data[i]
-            if b < 0x80:
-                n, i = (b >> 1) ^ -(b & 1), i + 1
-            else:
-                n, i = _varint(data, i)
-            if n <= 0 or n > max_string:
-                return None
-            text = data[i : i + n].decode()
-            i += n
-            if not text.strip():
-                return None
-            texts.append(text)
-        event_time, i = _varint(data, i)
-        start = i
-        i = self._skip_statement(data, i)
-        statement = self._memo.get(data[start:i])
-        if statement is None:
-            return None
-        (duration,) = _DOUBLE(data, i)
-        i += 8
-        b = data[i]
-        if b < 0x80:
-            rows, i = (b >> 1) ^ -(b & 1), i + 1
-        else:
-            rows, i = _varint(data, i)
-        optional: list[str | None] = []
-        for _ in range(4):  # error, database, vendor_category, wedding_id: bounded
-            branch = data[i]
             i += 1
-            if branch == 0:
-                optional.append(None)
-            elif branch == 2:
-                n, i = _varint(data, i)
-                if n < 0 or n > max_string:
-                    return None
-                optional.append(data[i : i + n].decode())
-                i += n
-            else:
-                return None
-        if i != len(data):
-            return None
-        if not 0.0 <= duration <= self._max_duration:  # NaN fails too
-            return None
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        event_time = (result >> 1) ^ -(result & 1)
         if now_ms - event_time > self._max_age or event_time - now_ms > self._max_skew:
             return None
-        return Execution(texts[1], event_time, duration, bool(optional[0]), rows, optional[1], statement)
+        end = len(data)
+        # the common tail: duration (8 bytes), rows (one byte), error/database/vendor_category/wedding_id
+        # null; the memo hit proves the statement ends where the tail begins (Avro fields delimit themselves)
+        statement = None
+        if data[end - 4 :] == _FOUR_NULLS and data[end - 5] < 0x80:
+            statement = self._memo.get(data[i : end - 13])
+        if statement is not None:
+            (duration,) = _DOUBLE(data, end - 13)
+            b = data[end - 5]
+            rows, error, database = (b >> 1) ^ -(b & 1), None, None
+        else:
+            start = i
+            i = self._skip_statement(data, i)
+            statement = self._memo.get(data[start:i])
+            if statement is None:
+                return None
+            (duration,) = _DOUBLE(data, i)
+            rows, i = _varint(data, i + 8)
+            optional: list[str | None] = []
+            for _ in range(4):  # error, database, vendor_category, wedding_id: bounded
+                branch = data[i]
+                i += 1
+                if branch == 0:
+                    optional.append(None)
+                elif branch == 2:
+                    n, i = _varint(data, i)
+                    if n < 0 or n > max_string:
+                        return None
+                    optional.append(data[i : i + n].decode())
+                    i += n
+                else:
+                    return None
+            if i != end:
+                return None
+            error, database = optional[0], optional[1]
+        if not 0.0 <= duration <= self._max_duration:  # NaN fails too
+            return None
+        return Execution(service, event_time, duration, bool(error), rows, database, statement)
 
 
 def statement_of(accepted: Accepted) -> Statement:
