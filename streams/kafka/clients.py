@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -18,9 +19,29 @@ from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
 
-# librdkafka's own lines ("connection refused" ...) go to Python logging, not straight to stderr,
-# so they follow the command's --log-level/--log-format (delivered when the client polls)
 LIBRDKAFKA_LOG = logging.getLogger("streams.kafka.librdkafka")
+
+
+class _LibrdkafkaLog(logging.Logger):
+    """Where librdkafka's own lines ("connection refused" ...) go: Python logging at DEBUG, each
+    distinct line at most once a minute. librdkafka repeats them on every retry, and what a user
+    must act on is logged once, in words that name the setting, by :func:`_tell_once`."""
+
+    def __init__(self) -> None:
+        super().__init__("streams.kafka.librdkafka")
+        self._last: dict[str, float] = {}
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:  # noqa: ARG002
+        text = str(msg) % args if args else str(msg)
+        now = time.monotonic()
+        if now - self._last.get(text, -60.0) >= 60.0:
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[text] = now
+            LIBRDKAFKA_LOG.debug("%s", text)
+
+
+_LIBRDKAFKA_SINK = _LibrdkafkaLog()
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
@@ -29,7 +50,7 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     security = settings.kafka
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
-        "logger": LIBRDKAFKA_LOG,
+        "logger": _LIBRDKAFKA_SINK,
         "error_cb": _tell_once(settings),
         "security.protocol": security.security_protocol,
     }
