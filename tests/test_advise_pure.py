@@ -335,3 +335,15 @@ def test_priorities_and_sweep_schedule() -> None:
     assert "ceremony hours" in (blocked(calendar, datetime(2026, 5, 2, 12, tzinfo=timezone.utc)) or "")
     assert blocked(calendar, datetime(2026, 5, 2, 23, tzinfo=timezone.utc)) is not None  # the whole wedding day
     assert blocked(calendar, datetime(2026, 5, 4, 12, tzinfo=timezone.utc)) is None
+
+
+def test_no_proposal_is_a_prefix_of_another() -> None:
+    date = IndexCandidate("weddings", "public", (OrderColumn("wedding_date"),))
+    both = IndexCandidate("weddings", "public", (OrderColumn("wedding_date"), OrderColumn("city")))
+    email = IndexCandidate("weddings", "public", (OrderColumn("contact_email"),))
+    evs = [QueryEvaluation(QueryInput("two", "SELECT 1"), cost_before=2000, costs=[CandidateCost(both, 2000, 10)]),
+           QueryEvaluation(QueryInput("or", "SELECT 1"), cost_before=2000,
+                           costs=[CandidateCost(date, 2000, 30, companions=(email,))])]
+    proposals = choose(evs, AdviseSettings(min_cost=100)).proposals
+    assert [p.candidate for p in proposals] == [both, email]
+    assert set(proposals[0].fingerprints) == {"two", "or"}

@@ -339,7 +339,32 @@ def choose(
                     together=others,
                 )
             )
+    decision.proposals = _without_prefixes(decision.proposals)
     return decision
+
+
+def _without_prefixes(proposals: list[Proposal]) -> list[Proposal]:
+    """Never two proposals where one B-tree is a prefix of another on the same table: the longer
+    one serves every scan the shorter one would (its fingerprints join the longer one's)."""
+    def prefix_of(short: IndexCandidate, long: IndexCandidate) -> bool:
+        return (short.table == long.table and short.schema == long.schema and short.method == long.method == "btree"
+                and short.predicate is None and long.predicate is None and len(short.columns) < len(long.columns)
+                and long.columns[: len(short.columns)] == short.columns)
+
+    kept = list(proposals)
+    for short in proposals:
+        longer = next((p for p in kept if prefix_of(short.candidate, p.candidate)), None)
+        if longer is None:
+            continue
+        kept.remove(short)
+        merged = replace(
+            longer,
+            fingerprints=tuple(dict.fromkeys((*longer.fingerprints, *short.fingerprints))),
+            serves=longer.serves + tuple(c for c in short.serves if c not in longer.serves),
+            reason=f"{longer.reason}; also serves {', '.join(short.fingerprints)} in place of {short.candidate.describe()}",
+        )
+        kept[kept.index(longer)] = merged
+    return kept
 
 
 def union_columns(shapes: Iterable[QueryShape]) -> dict[tuple[str | None, str], list[str]]:
