@@ -1,9 +1,11 @@
 """Wedding-aware sequencing: the pure order (:mod:`streams.execute.sequence`), then the executor
 releasing the commands a freeze day deferred in that order, one table at a time, with the
-stabilization pauses and the window check between tables."""
+stabilization pauses and the window check between tables; and the safe rollout: old commands
+expire (never replayed blindly), ``recommend`` applies nothing automatic."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from itertools import pairwise
 from typing import Any
@@ -14,7 +16,7 @@ from streams.config import ExecutorSettings, Settings
 from streams.domain.calendar import Calendar
 from streams.execute.sequence import Due, LatestWindow, Sequencer, Tiers, plan, settled
 from streams.records import WindowStats
-from test_executor import command, exec_settings, run, send
+from test_executor import command, exec_settings, results, run, send
 
 TIERS = Tiers.from_settings(ExecutorSettings())
 
@@ -150,3 +152,35 @@ def test_freeze_end_releases_deferred_commands_in_tier_order_with_pauses(setting
     assert gap["bookings2"] < 2.0  # the same table: one step, no pause in between
     assert gap["notifications"] >= 2.0 + 3.0  # critical pause, then held by the breaching booking window
     assert 1.0 <= gap["guests"] < 3.0  # support pause, nothing to hold it
+
+
+# -- safe rollout: no blind replay of history, recommend applies nothing ---------------------------------
+
+
+def test_old_commands_expire_with_their_age_and_recommend_applies_nothing(settings: Settings, scratch_db: str) -> None:
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        conn.execute(SEED)
+    xs = exec_settings(settings, scratch_db, max_command_age_s=24 * 3600.0, stabilize_critical_s=0.0,
+                       stabilize_rest_s=0.0, aggressiveness="recommend")
+    from streams.kafka.topics import ensure_topics
+
+    ensure_topics(xs)
+    two_days_ago = int(time.time() * 1000) - 2 * 86_400_000 - 3_600_000
+    stale = command("CREATE INDEX CONCURRENTLY dbopt_idx_old ON bookings (vendor_id)", created_at=two_days_ago)
+    stale_auto = command("ANALYZE guests", origin="advisor", created_at=two_days_ago)
+    fresh_auto = command("CREATE INDEX CONCURRENTLY dbopt_idx_auto ON guests (wedding_id)", origin="advisor")
+    fresh_operator = command("ANALYZE bookings")
+    send(xs, stale, stale_auto, fresh_auto, fresh_operator)
+    report = run(xs, max_commands=4)
+    by_id = {r.command_id: r for r in results(xs, 4)}
+    for old in (stale, stale_auto):  # reported expired with their age, never applied
+        assert by_id[old.command_id].status == "expired"
+        assert "created 2 d 1 h ago" in by_id[old.command_id].reason
+    # recommend: an automatic command waits for a person; an operator's runs
+    assert by_id[fresh_auto.command_id].status == "deferred" and "recommend" in by_id[fresh_auto.command_id].reason
+    assert by_id[fresh_operator.command_id].status == "applied"
+    assert report.statuses == {"expired": 2, "deferred": 1, "applied": 1}
+    with psycopg.connect(scratch_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'dbopt_idx_%'").fetchone() == (0,)
+        assert conn.execute("SELECT status, count(*) FROM dbopt.dbopt_audit GROUP BY 1 ORDER BY 1").fetchall() == [
+            ("applied", 1), ("deferred", 1), ("expired", 2)]
