@@ -156,6 +156,9 @@ def test_workloads_run_the_way_platform_teams_require(overlay: str, rendered: di
         assert scaled["maxReplicaCount"] == partitions
     assert {"PodMonitor", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"} <= by_kind.keys()
     assert len(by_kind["KafkaTopic"]) == len(Topics().all())
+    replication = int(by_kind["ConfigMap"]["dbopt-config"]["data"]["DBOPT_TOPIC_REPLICATION"])
+    layouts = {(t["spec"]["partitions"], t["spec"]["replicas"]) for t in by_kind["KafkaTopic"].values()}
+    assert layouts == {(partitions, replication)}, "the topics and the worker's own topics share one layout"
 
 
 def test_generated_manifests_are_what_the_generator_makes() -> None:

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -72,7 +72,7 @@ def wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 90.0) ->
 
 
 @pytest.fixture
-def run_dbopt(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def run_dbopt(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start ``dbopt ARGS`` in the background (output in ``tmp_path``: a full pipe would block it); every
     started process is stopped (SIGTERM) afterwards."""
     started: list[subprocess.Popen[str]] = []
