@@ -740,81 +740,10 @@ class AlertRuleSettings(Group):
     surge_baseline_min_windows: int = Field(5, ge=1, description="Windows needed before surges are judged")
 
 
-def _readable_file(path: str) -> str:
-    if not Path(path).is_file() or not os.access(path, os.R_OK):
-        raise ValueError("is not a readable file")
-    return path
-
-
-ReadableFile = Annotated[str, AfterValidator(_readable_file)]
-_Upper = BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v)
-
-
-class KafkaSecurity(Group):
-    """How every Kafka client reaches the brokers: TLS and SASL (DBOPT_KAFKA_*).
-
-    Applied in one place per client library: ``streams.kafka.clients.connection_config``
-    (confluent-kafka: the SDK, the stages' loop, admin) and ``streams.app.faust_app`` (Faust/aiokafka).
-    """
-
-    env_prefix: ClassVar[str] = "DBOPT_KAFKA_"
-    security_protocol: Annotated[Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], _Upper] = Field(
-        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
-    )
-    sasl_mechanism: Annotated[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], _Upper] = Field(
-        "SCRAM-SHA-512", description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-    )
-    sasl_username: str | None = Field(None, description="SASL user name (required with SASL_*)")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (secret; required with SASL_*)")
-    ssl_ca_file: ReadableFile | None = Field(
-        None, description="PEM file of the CA(s) the brokers' certificates are checked against; unset: the system's"
-    )
-    ssl_cert_file: ReadableFile | None = Field(None, description="PEM client certificate (mutual TLS), with the key")
-    ssl_key_file: ReadableFile | None = Field(None, description="PEM private key of the client certificate")
-    ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted private key (secret)")
-
-    @property
-    def tls(self) -> bool:
-        return self.security_protocol in ("SSL", "SASL_SSL")
-
-    @property
-    def sasl(self) -> bool:
-        return self.security_protocol.startswith("SASL_")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        protocol = f"DBOPT_KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
-        if self.sasl and (not self.sasl_username or self.sasl_password is None):
-            raise ValueError(f"{protocol} needs DBOPT_KAFKA_SASL_USERNAME and DBOPT_KAFKA_SASL_PASSWORD")
-        if not self.sasl and (self.sasl_username or self.sasl_password is not None):
-            raise ValueError(f"DBOPT_KAFKA_SASL_USERNAME/PASSWORD are set but {protocol} uses no SASL")
-        files = (self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file, self.ssl_key_password)
-        if not self.tls and any(f is not None for f in files):
-            raise ValueError(f"DBOPT_KAFKA_SSL_* are set but {protocol} uses no TLS (SSL or SASL_SSL)")
-        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
-            raise ValueError("DBOPT_KAFKA_SSL_CERT_FILE and DBOPT_KAFKA_SSL_KEY_FILE go together (mutual TLS)")
-        return self
-
-
-class RegistryAuth(Group):
-    """Credentials and TLS trust for the schema registry at DBOPT_SCHEMA_REGISTRY_URL (DBOPT_SCHEMA_REGISTRY_*)."""
-
-    env_prefix: ClassVar[str] = "DBOPT_SCHEMA_REGISTRY_"
-    username: str | None = Field(None, description="HTTP basic auth user (Confluent Cloud: the API key)")
-    password: SecretStr | None = Field(None, description="HTTP basic auth password (secret; Confluent Cloud: the API secret)")
-    ca_file: ReadableFile | None = Field(None, description="PEM CA file for an https:// registry; unset: the system's")
-
-    @model_validator(mode="after")
-    def _both(self) -> Self:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("DBOPT_SCHEMA_REGISTRY_USERNAME and DBOPT_SCHEMA_REGISTRY_PASSWORD go together")
-        return self
-
-
 def _ui_users(value: SecretStr | None) -> SecretStr | None:
-    from streams.serve.auth import parse_users  # the one parser of DBOPT_UI_USERS; imported late (a stage module)
+    if value is not None:  # only then: the slim distribution (the SDK) has no bcrypt
+        from streams.serve.auth import parse_users  # the one parser of DBOPT_UI_USERS; imported late (a stage module)
 
-    if value is not None:
         parse_users(value.get_secret_value())
     return value
 
