@@ -139,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback at DEBUG
         first_line = next(iter(str(exc).strip().splitlines()), "")
         print(f"dbopt {args.command}: {type(exc).__name__}: {first_line}", file=sys.stderr)
-        log.debug("%s failed", args.command, exc_info=True)
-        return EXIT_FAILURE
         if isinstance(exc, KafkaException):  # a refused login or TLS handshake says which setting to fix
             from streams.config import load_settings
             from streams.kafka.clients import diagnose
@@ -148,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             problem = diagnose(load_settings())
             if problem is not None:
                 print(f"dbopt {args.command}: {problem}", file=sys.stderr)
+        log.debug("%s failed", args.command, exc_info=True)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":
