@@ -137,3 +137,22 @@ def test_dockerfile_passes_hadolint_and_the_image_rules() -> None:
     assert ignored[ignored.index("*") + 1:][: len(SOURCES)] == [f"!{name}" + ("/" if (ROOT / name).is_dir() else "")
                                                                   for name in SOURCES]
     assert os.access(ROOT / "LICENSE", os.R_OK) and "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+
+
+def test_lock_files_hold_what_pyproject_asks_for(tmp_path: Path) -> None:
+    """A dependency added to pyproject.toml without `make lock` would be missing from every install:
+    compiling again, with the committed pins as preferences, must change no pin."""
+    uv = Path(sys.executable).with_name("uv")
+    flags = ("--universal", "--python-version", "3.11", "--generate-hashes", "-q")
+    for lock, inputs in (("engine.lock", ("pyproject.toml", "--extra", "engine")),
+                         ("dev.lock", ("pyproject.toml", "--extra", "dev", "-c", "requirements/engine.lock")),
+                         ("build.lock", ("requirements/build.in",))):
+        again = tmp_path / lock
+        shutil.copy(ROOT / "requirements" / lock, again)
+        proc = subprocess.run([str(uv), "pip", "compile", *inputs, *flags, "-o", str(again)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        pins = [{line.split()[0] for line in path.read_text().splitlines() if "==" in line and not line.startswith(" ")}
+                for path in (ROOT / "requirements" / lock, again)]
+        assert pins[0] == pins[1], f"requirements/{lock} is stale: run `make lock` ({sorted(pins[0] ^ pins[1])})"
+
