@@ -148,7 +148,7 @@ def test_workloads_run_the_way_platform_teams_require(overlay: str, rendered: di
         assert refs and all(r.startswith(f"dbopt-{component}-env") for r in refs), (component, refs)
 
     # one Kafka user per component, KEDA scaling the worker up to the partitions, monitoring objects
-    assert set(by_kind["KafkaUser"]) == {"dbopt-worker", *(f"dbopt-{c}" for c in COMPONENTS)}
+    assert set(by_kind["KafkaUser"]) == {"dbopt-worker", "dbopt-sdk", *(f"dbopt-{c}" for c in COMPONENTS)}
     partitions = int(by_kind["ConfigMap"]["dbopt-config"]["data"]["DBOPT_TOPIC_PARTITIONS"])
     scaled = by_kind["ScaledObject"]["dbopt-worker"]["spec"]
     assert scaled["scaleTargetRef"]["name"] == "dbopt-worker" and scaled["maxReplicaCount"] <= partitions
