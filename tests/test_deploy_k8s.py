@@ -149,6 +149,10 @@ def test_workloads_run_the_way_platform_teams_require(overlay: str, rendered: di
 
     # one Kafka user per component, KEDA scaling the worker up to the partitions, monitoring objects
     assert set(by_kind["KafkaUser"]) == {"dbopt-worker", "dbopt-sdk", *(f"dbopt-{c}" for c in COMPONENTS)}
+    named = {acl["resource"]["name"] for user in by_kind["KafkaUser"].values()
+             for acl in user["spec"]["authorization"]["acls"]
+             if acl["resource"]["type"] == "topic" and acl["resource"]["patternType"] == "literal"}
+    assert named <= set(Topics().all().values()), f"ACLs name topics dbopt does not have: {named - set(Topics().all().values())}"
     partitions = int(by_kind["ConfigMap"]["dbopt-config"]["data"]["DBOPT_TOPIC_PARTITIONS"])
     scaled = by_kind["ScaledObject"]["dbopt-worker"]["spec"]
     assert scaled["scaleTargetRef"]["name"] == "dbopt-worker" and scaled["maxReplicaCount"] <= partitions
