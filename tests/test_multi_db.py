@@ -1,13 +1,16 @@
 """Several databases: the demo database created twice under two names (DBOPT_DATABASES), one
 ``dbopt executor --database NAME`` per database, each applying only its own commands, with its own
-audit, lock and consumer group; windows, alerts, commands and results carry the database."""
+audit, lock and consumer group; windows (through a real worker), alerts, commands and results carry
+the database."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,11 +18,14 @@ import pytest
 from psycopg.rows import dict_row
 
 from clienv import DBOPT, dbopt, settings_env
+from faults_harness import window_reader
 from streams.commands import build_command, sign
 from streams.config import Settings, database_url_of, load_settings, settings_database
 from streams.detect.detector import Detector
 from streams.records import WindowStats
+from streams.serde import Codec
 from test_executor import KEY, results, send
+from worker_harness import Event, WorkerProcess, produce, worker_env, worker_settings
 
 CIC = "CREATE INDEX CONCURRENTLY dbopt_idx_bookings_wedding ON bookings (wedding_id)"
 
@@ -118,3 +124,36 @@ def test_one_executor_per_database_applies_only_its_own_commands(settings: Setti
     bad = dbopt(xs, "executor", "--database", "nope", "--once", DBOPT_COMMAND_KEY=KEY,
                 DBOPT_DATABASES=json.dumps(two_demo_dbs))
     assert bad.returncode == 2 and "not a name in DBOPT_DATABASES" in bad.stderr
+
+
+def test_the_events_database_selects_the_windows_database(settings: Settings, tmp_path: Path) -> None:
+    """Through a real worker: the same service and fingerprint in two named databases (and in one not in
+    DBOPT_DATABASES, which counts for the default) are three separate series of windows."""
+    settings = worker_settings(settings, partitions=2).with_overrides(
+        databases={"wedding_eu": "postgresql://u:p@h:1/eu", "wedding_us": "postgresql://u:p@h:1/us"})
+    codec = Codec.from_settings(settings)
+    topic = settings.topics.query_events
+    base = (int(time.time() * 1000) - 20 * 60_000) // 60_000 * 60_000
+    counts = {"wedding_eu": 30, "wedding_us": 20, "unlisted": 10}
+    raw = [(b"booking-service", codec.encode("QueryEvent", {**Event("booking-service", 0, base + i * 500, 5.0).record(),
+                                                               "database": database}, topic=topic))
+           for database, n in counts.items() for i in range(n)]
+    raw.sort(key=lambda kv: codec.decode(kv[1]).record["event_time"])  # in event-time order: none is late
+    env = worker_env(settings, f"t-multi-{uuid.uuid4().hex[:8]}", tmp_path / "data",
+                     DBOPT_DATABASES=json.dumps({k: v.get_secret_value() for k, v in settings.databases.items()}))
+    worker = WorkerProcess(env, tmp_path / "w.log")
+    reader = window_reader(settings)
+    try:
+        produce(settings, [], raw=raw)
+        deadline = time.monotonic() + 120
+        while len([r for r in reader.first.values() if r["window_kind"] == "tumbling" and r["fingerprint"] is None]) < 3:
+            assert time.monotonic() < deadline, "no windows"
+            worker.check_alive()
+            reader.poll(1.0)
+        reader.poll(2)
+    finally:
+        reader.close()
+        worker.stop()
+    by_database = {r["database"]: r["count"] for r in reader.first.values()
+                   if r["window_kind"] == "tumbling" and r["fingerprint"] is None}
+    assert by_database == {"wedding_eu": 30, "wedding_us": 20, None: 10}
