@@ -114,9 +114,9 @@ def test_sdk_and_tail_over_sasl_ssl(secure: Settings, secure_env: dict[str, str]
 
 def test_worker_windows_over_sasl_ssl(secure: Settings, secure_env: dict[str, str], run_dbopt, tmp_path: Path) -> None:
     """Faust (aiokafka) consumes, keeps its tables and emits windows through the SASL_SSL listener."""
-    port = free_port()
+    port, app_id = free_port(), f"secure-{uuid.uuid4().hex[:8]}"
     env = child_env(
-        secure, secure_env, DBOPT_WORKER_APP_ID=f"secure-{uuid.uuid4().hex[:8]}", DBOPT_WORKER_STORE="memory://",
+        secure, secure_env, DBOPT_WORKER_APP_ID=app_id, DBOPT_WORKER_STORE="memory://",
         DBOPT_WORKER_DATA_DIR=str(tmp_path / "state"), DBOPT_WORKER_WEB_PORT=str(port),
         DBOPT_WINDOW_TUMBLING_MS="1000", DBOPT_WINDOW_HOP_MS="1000", DBOPT_WINDOW_HOPPING_MS="2000",
         DBOPT_WINDOW_GRACE_MS="0", DBOPT_WINDOW_IDLE_TIMEOUT_MS="500", DBOPT_WORKER_TICK_INTERVAL_MS="200",
@@ -135,6 +135,10 @@ def test_worker_windows_over_sasl_ssl(secure: Settings, secure_env: dict[str, st
     windows = [codec.decode(m.value()).record for m in read_messages(consumer, max_messages=1, idle_timeout=90)]
     consumer.close()
     assert windows and windows[0]["service"] == "secure-worker"
+    # the Faust agents (detector, traffic, pools) joined their own group through the listener too
+    admin = clients.admin(secure)  # kept: a future of a dropped client never completes
+    group = admin.describe_consumer_groups([f"{app_id}-agents"])[f"{app_id}-agents"].result(30)
+    assert group.members, f"no member in {group.group_id} ({group.state})"
 
 
 @pytest.mark.parametrize("stage", ["advisor", "executor"])
