@@ -900,6 +900,22 @@ class Settings(Overridable, BaseSettings):
         "zstd", description="Compression of the SDK producer's batches: none, gzip, snappy, lz4, zstd"
     )
     sdk_statement_cache: int = Field(4096, ge=1, description="Normalized statements cached by the SDK")
+    sdk_mode: Literal["events", "sketch"] = Field(
+        "events", description="events: one QueryEvent per execution; sketch: one StatementSketch per statement, "
+        "context and flush interval (docs/sdk.md)"
+    )
+    sdk_flush_interval_ms: int = Field(
+        10_000, ge=100, description="Sketch mode: interval a sketch covers, aligned to the epoch and cut at the "
+        "worker's pane boundaries (ms)"
+    )
+    sdk_event_above_ms: float = Field(
+        1_000.0, gt=0, description="Sketch mode: an execution at least this slow goes as its own QueryEvent "
+        "(not into the sketch), as evidence for the advisor (ms)"
+    )
+    sdk_error_events: bool = Field(
+        True, description="Sketch mode: a failed execution goes as its own QueryEvent with its SQLSTATE (true) "
+        "or is counted in the sketch's errors (false)"
+    )
     timezone: Annotated[str, AfterValidator(_known_zone)] = Field(
         "UTC", description="The platform's local time zone (IANA name), for seasons and freeze days"
     )

@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, Message
 
 from streams.client.events import InvalidEvent, check_context, prepare_record, query_event
 from streams.client.metrics import EVENTS_DROPPED, EVENTS_SENT, DropLog
+from streams.client.sketch import SketchMode
 from streams.config import Settings
 from streams.kafka import clients
 from streams.kafka.topics import ensure_in_background
@@ -67,7 +68,8 @@ class EventProducer:
         except Exception as exc:  # a registry that is down must not stop the service; emits retry it
             log.warning("dbopt SDK: could not register QueryEvent with the schema registry yet: %s", exc)
         self._key = service.encode()
-        self._topic_ready = ensure_in_background(settings, ["query_events"], log)
+        topics = ["query_events", "statement_sketches"] if settings.sdk_mode == "sketch" else ["query_events"]
+        self._topic_ready = ensure_in_background(settings, topics, log)
         self._producer = clients.producer(
             settings,
             **{
@@ -86,6 +88,8 @@ class EventProducer:
         self._closed = False
         self.sent = 0
         self.dropped: Tally[str] = Tally()
+        # DBOPT_SDK_MODE=sketch: statements aggregated into StatementSketch records (streams.client.sketch)
+        self._sketches = SketchMode(self) if settings.sdk_mode == "sketch" else None
 
     # -- emitting -------------------------------------------------------------------------
 
@@ -98,7 +102,11 @@ class EventProducer:
         event_time_ms: int | None = None,
         **context: object,
     ) -> bool:
-        """Queue one event for an executed statement. Returns False when it was dropped."""
+        """Queue one event for an executed statement (in sketch mode: count it in its sketch).
+        Returns False when it was dropped."""
+        if (self._sketches is not None and not self._closed
+                and self._sketches.add(sql, duration_ms, rows, error, event_time_ms, context)):  # fmt: skip
+            return True
         try:
             check_context(context)
             if self.database is not None:
@@ -164,9 +172,17 @@ class EventProducer:
         if err is not None:
             self._drop("delivery_failed")
             return
+        self.count_sent()
+
+    def count_sent(self, executions: int = 1) -> None:
+        """Executions the broker acknowledged (one per event, a sketch's count per sketch)."""
         with self._lock:
-            self.sent += 1
-        self._sent_metric.inc()
+            self.sent += executions
+        self._sent_metric.inc(executions)
+
+    def count_dropped(self, reason: str, executions: int = 1) -> None:
+        """Executions lost (a sketch that could not be queued or delivered counts all of its)."""
+        self._drop(reason, executions)
 
     def _drop(self, reason: str, count: int = 1) -> bool:
         with self._lock:
@@ -193,6 +209,8 @@ class EventProducer:
         """Flush, then count what could not be delivered as dropped (reason ``unflushed``)."""
         if self._closed:
             return
+        if self._sketches is not None:
+            self._sketches.close()  # the open intervals go out before the flush
         self._closed = True
         remaining = self.flush(timeout)
         if remaining:

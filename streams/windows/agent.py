@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from streams.config import Settings
 from streams.ingest import Rejected, dead_letter
@@ -52,7 +52,7 @@ from streams.observe.metrics import (
     WINDOWS_EMITTED,
 )
 from streams.serde import Codec
-from streams.windows.engine import EVENTS, SKETCHES, PartitionWindows, late
+from streams.windows.engine import EVENTS, NO_TIME, SKETCHES, PartitionWindows, late
 from streams.windows.panes import WindowSpec
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,9 @@ class WindowsStage:
         self.databases = frozenset(settings.databases)
         self.states: dict[int, PartitionWindows] = {}
         self._held: dict[int, _Held] = {}
-        # next offset to read, per (source, partition), and when a partition last had a record
+        # per source and partition: next offset to read, and when a record last came (monotonic)
         self._next: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        self._last_record: dict[int, float] = {}
+        self._last_record: tuple[dict[int, float], dict[int, float]] = ({}, {})
         self._failures: list[KafkaError] = []
         self.consumer = clients.consumer(
             settings, windows.app_id, partition_assignment_strategy="range",
@@ -138,10 +138,11 @@ class WindowsStage:
     def process(self, messages: list[Message]) -> None:
         """Apply one consumed batch, then emit the windows it closed."""
         now_ms = int(time.time() * 1000)
-        states = self.states
+        wall = time.monotonic()
         read = self.reader.read
         events_topic = self.events_topic
-        touched: set[int] = set()
+        next_events, next_sketches = self._next
+        batch: dict[int, tuple[PartitionWindows, int | None, int | None]] = {}  # partition -> state, positions
         events = sketches = 0
         for message in messages:
             if message.error() is not None:
@@ -149,47 +150,53 @@ class WindowsStage:
                 continue
             partition, offset = message.partition(), message.offset()
             assert partition is not None and offset is not None  # set on every message without an error
-            state = states.get(partition)
-            if state is None:  # lost in a rebalance inside this batch's consume()
-                continue
+            entry = batch.get(partition)
+            if entry is None:
+                state = self.states.get(partition)
+                if state is None:  # lost in a rebalance inside this batch's consume()
+                    continue
+                self._hold(partition, state, wall)  # before its records: which inputs the watermark waits for
+                entry = batch[partition] = (state, next_events.get(partition), next_sketches.get(partition))
+            state = entry[0]
             if message.topic() == events_topic:
                 events += 1
-                self._next[EVENTS][partition] = offset + 1
+                next_events[partition] = offset + 1
                 execution = read(message.value(), now_ms)
                 if isinstance(execution, Rejected):
                     self._dead_letter(message, execution, now_ms)
-                    continue
-                if state.add(execution, offset) == "late":
+                elif state.add(execution, offset) == "late":
                     self._late(message, state, execution.event_time, now_ms)
             else:
                 sketches += 1
-                self._next[SKETCHES][partition] = offset + 1
+                next_sketches[partition] = offset + 1
                 sketch = read_sketch(message.value(), self.codec, self.settings, self.spec, now_ms)
                 if isinstance(sketch, Rejected):
                     self._dead_letter(message, sketch, now_ms)
-                    continue
-                if state.add_sketch(sketch, offset) == "late":
+                elif state.add_sketch(sketch, offset) == "late":
                     self._late(message, state, sketch.interval_start, now_ms)
-            touched.add(partition)
         EVENTS_IN.inc(events)
         SKETCHES_IN.inc(sketches)
-        wall = time.monotonic()
-        for partition in touched:
-            self._last_record[partition] = wall
-            state = states[partition]
+        for partition, (state, events_before, sketches_before) in batch.items():
+            if next_events.get(partition) != events_before:
+                self._last_record[EVENTS][partition] = wall
+            if next_sketches.get(partition) != sketches_before:
+                self._last_record[SKETCHES][partition] = wall
             self._emit(state)
             for service, n in state.overflowed.items():
                 FINGERPRINT_OVERFLOW.labels(service).inc(n)
             state.overflowed.clear()
 
     def tick(self) -> None:
-        """Move idle partitions' watermarks (their windows close); export the consumer lag."""
+        """Idle partitions: their watermark moves to wall clock - allowed lateness, their windows
+        close; every partition: which inputs hold its watermark, the consumer lag."""
         windows = self.settings.windows
         wall_ms = int(time.time() * 1000)
+        wall = time.monotonic()
         for partition, state in self.states.items():
-            if self._idle(partition):
+            self._hold(partition, state, wall)
+            if not any(state.holds) and self._idle(partition, wall):
                 state.tick(wall_ms, windows.allowed_lateness_ms)
-                self._emit(state)
+            self._emit(state)
 
     def commit(self, final: bool = False) -> None:
         """Checkpoint every partition, wait for the broker to have everything, commit offsets.
@@ -260,11 +267,11 @@ class WindowsStage:
             else:
                 self.states[partition] = self._restore(partition)
         self._held.clear()
-        for source in (EVENTS, SKETCHES):
-            self._next[source].clear()
+        self._start_positions(partitions)
         started = time.monotonic()
-        for partition in numbers:
-            self._last_record.setdefault(partition, started)
+        for partition in numbers:  # a partition counts as quiet only after a full idle timeout
+            for last in self._last_record:
+                last.setdefault(partition, started)
         log.info("windows: assigned partitions %s", numbers)
         self.health.set_ready(bool(numbers), "" if numbers else "no partitions assigned")
 
@@ -281,6 +288,16 @@ class WindowsStage:
         for partition in {tp.partition for tp in partitions}:
             self.states.pop(partition, None)  # another member owns it now: nothing may be written
         log.warning("windows: lost partitions %s", sorted({tp.partition for tp in partitions}))
+
+    def _start_positions(self, partitions: list[TopicPartition]) -> None:
+        """Where each assigned partition resumes: its committed offset, else its first offset."""
+        for source in (EVENTS, SKETCHES):
+            self._next[source].clear()
+        for tp in self.consumer.committed(partitions, timeout=30):
+            offset = tp.offset
+            if offset < 0:
+                offset = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[0]
+            self._next[EVENTS if tp.topic == self.events_topic else SKETCHES][tp.partition] = offset
 
     def _changelog_end(self, partition: int) -> int:
         return int(self._restorer.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=10)[1])
@@ -307,19 +324,26 @@ class WindowsStage:
         log.info("windows: partition %d restored from %d changelog records", partition, len(records))
         return state
 
-    def _idle(self, partition: int) -> bool:
-        """Caught up on both inputs, and no record for the idle timeout."""
+    def _hold(self, partition: int, state: PartitionWindows, wall: float) -> None:
+        """Tell ``state`` which inputs its watermark waits for: one with unread records (or whose
+        end is not known yet), and one with data that had a record within the idle timeout."""
         idle_s = self.settings.windows.idle_timeout_ms / 1000
-        if time.monotonic() - self._last_record.get(partition, 0.0) < idle_s:
+        for source, topic in ((EVENTS, self.events_topic), (SKETCHES, self.sketches_topic)):
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            position = self._next[source].get(partition, 0)
+            backlog = high < 0 or position < high
+            recent = wall - self._last_record[source].get(partition, -idle_s) < idle_s
+            state.hold(source, backlog or (state.clock.marks[source] != NO_TIME and recent))
+
+    def _idle(self, partition: int, wall: float) -> bool:
+        """No record for the idle timeout, and caught up on both inputs (asked of the broker)."""
+        idle_s = self.settings.windows.idle_timeout_ms / 1000
+        if any(wall - last.get(partition, 0.0) < idle_s for last in self._last_record):
             return False
         caught_up = True
         for topic, source in ((self.events_topic, EVENTS), (self.sketches_topic, SKETCHES)):
-            tp = TopicPartition(topic, partition)
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=5)
-            position = self._next[source].get(partition)
-            if position is None:
-                committed = self.consumer.committed([tp], timeout=5)[0].offset
-                position = committed if committed != OFFSET_INVALID and committed >= 0 else low
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            position = self._next[source].get(partition, 0)
             CONSUMER_LAG.labels(topic, str(partition)).set(max(high - position, 0))
             caught_up = caught_up and position >= high
         return caught_up

@@ -4,15 +4,23 @@ Two inputs feed a partition: the query-events topic (one execution per record, s
 :data:`EVENTS`) and the statement-sketches topic (many executions per record, source
 :data:`SKETCHES`), co-partitioned: partition ``p`` of both holds the same services. State:
 
-* the *clock*: the watermark (largest event time seen, or moved by an idle tick), the horizon
-  (watermark - grace: a window ending at or before it is closed, a record for it is late), the
-  emitted horizon (windows ending at or before it were emitted and acknowledged), the highest
-  offset judged per source, and the recent horizon moves with the offsets they followed (so a
-  replayed record is judged late or on time exactly as it was the first time);
+* the *clock*: per source the largest event time seen (its *mark*); the watermark (see below, or
+  moved by an idle tick); the horizon (watermark - grace: a window ending at or before it is
+  closed, a record for it is late); the emitted horizon (windows ending at or before it were
+  emitted and acknowledged); the highest offset judged per source; and the recent horizon moves
+  with the offsets they followed (so a replayed record is judged late or on time exactly as it
+  was the first time);
 * *panes* per source, pane start and key ``(service, fingerprint, context, database)``:
   :class:`PaneStats` with the last source offset applied;
 * the latest *statement* of every key (descriptive fields of its windows);
 * the *caps*: fingerprints admitted per service (the rest aggregate under ``other``).
+
+**Two inputs, one watermark.** The watermark is the lowest mark of the sources that *hold* it
+(:meth:`hold`): a source holds while it has unread records, and while it has data and is not
+quiet. So when one topic is read ahead of the other (a backlog after a restart, a fetch that
+returns minutes of sparse outlier events at once) the watermark waits for the slower one, and
+no sketch is judged late because the events topic happened to be read first. With no source
+holding, it is the highest mark.
 
 The caller (:mod:`streams.windows.agent`) feeds records (:meth:`add`, :meth:`add_sketch`) and
 ticks (:meth:`tick`); when a close is :attr:`due` it emits the records of :meth:`closing`. Every
@@ -43,6 +51,7 @@ Outcome = Literal["applied", "late", "replayed"]
 EVENTS, SKETCHES = 0, 1
 SOURCES = (EVENTS, SKETCHES)
 NO_TIME = -(2**62)  # watermark before the first record
+NO_LIMIT = 2**62
 # horizon moves remembered per partition: enough to judge every record replayed after a crash
 # (the commit lags the state by seconds, a move happens at most once per window end)
 CLOSES_KEPT = 200
@@ -59,6 +68,7 @@ _decode = msgspec.msgpack.decode
 @dataclass
 class Clock:
     watermark: int = NO_TIME
+    marks: list[int] = field(default_factory=lambda: [NO_TIME, NO_TIME])  # largest event time per source
     horizon: int | None = None  # None: no record yet
     emitted: int | None = None
     seen: list[int] = field(default_factory=lambda: [-1, -1])  # highest offset judged, per source
@@ -115,7 +125,8 @@ class PartitionWindows:
         self._unacked: list[tuple[int, list[bytes]]] = []  # closes emitted since the last checkpoint
         self._produced: list[tuple[int, list[bytes]]] = []  # closes emitted before it: acknowledged now
         self._stored_emitted: int | None = None  # the emitted horizon whose records are acknowledged
-        self._stored_clock = _encode((NO_TIME, None, None, [-1, -1], []))  # the clock as last written
+        self._stored_clock = _encode((NO_TIME, [NO_TIME, NO_TIME], None, None, [-1, -1], []))  # as last written
+        self.holds = [False, False]  # per source: does the watermark wait for it (see hold())
         self._pane_ms = spec.pane_ms
         self._grace = spec.grace_ms
         self._late_before = NO_TIME  # a record earlier than this is late
@@ -183,8 +194,14 @@ class PartitionWindows:
             outcome = "applied"
         if stats.statement is not statement:
             self._set_statement(stats, statement)
-        if event_time > clock.watermark:
-            self._advance(event_time)
+        marks = clock.marks
+        if event_time > marks[EVENTS]:
+            marks[EVENTS] = event_time
+            self.holds[EVENTS] = True
+            other = marks[SKETCHES] if self.holds[SKETCHES] else NO_LIMIT
+            watermark = event_time if event_time < other else other
+            if watermark > clock.watermark:
+                self._advance(watermark)
         return outcome
 
     def add_sketch(self, sketch: SketchInput, offset: int) -> Outcome:
@@ -218,15 +235,23 @@ class PartitionWindows:
             outcome = "applied"
         if stats.statement is not statement:
             self._set_statement(stats, statement)
-        if sketch.last_event_time > clock.watermark:
-            self._advance(sketch.last_event_time)
+        if sketch.last_event_time > clock.marks[SKETCHES]:
+            clock.marks[SKETCHES] = sketch.last_event_time
+            self.holds[SKETCHES] = True
+            self._rewatermark()
         return outcome
+
+    def hold(self, source: int, holding: bool) -> None:
+        """Whether the watermark waits for ``source`` (the caller knows its backlog and its quiet)."""
+        if self.holds[source] != holding:
+            self.holds[source] = holding
+            self._rewatermark()
 
     def tick(self, wall_ms: int, allowed_lateness_ms: int) -> None:
         """An idle tick: move the watermark of a partition that has state to ``wall - allowed
         lateness`` (``DBOPT_WINDOW_ALLOWED_LATENESS_MS``): a record older than that arriving
         later is late."""
-        if self.clock.watermark == NO_TIME:
+        if max(self.clock.marks) == NO_TIME:
             return  # nothing to close; do not make the first records of a fresh partition late
         if wall_ms - allowed_lateness_ms > self.clock.watermark:
             self._advance(wall_ms - allowed_lateness_ms)
@@ -278,7 +303,7 @@ class PartitionWindows:
         out += [(_CAP + service.encode(), _encode(sorted(self.caps[service]))) for service in self._dirty_caps]
         self._dirty_caps.clear()
         clock = self.clock
-        stored = _encode((clock.watermark, clock.horizon, self._stored_emitted, clock.seen, clock.closes))
+        stored = _encode((clock.watermark, clock.marks, clock.horizon, self._stored_emitted, clock.seen, clock.closes))
         if stored != self._stored_clock:  # an idle partition writes nothing
             out.append((_CLOCK, stored))
             self._stored_clock = stored
@@ -310,8 +335,8 @@ class PartitionWindows:
             elif kind == _CAP and value is not None:
                 self.caps[rest.decode()] = set(_decode(value))
             elif kind == _CLOCK and value is not None:
-                watermark, horizon, emitted, seen, closes = _decode(value)
-                self.clock = Clock(watermark, horizon, emitted, list(seen), [tuple(c) for c in closes])
+                watermark, marks, horizon, emitted, seen, closes = _decode(value)
+                self.clock = Clock(watermark, list(marks), horizon, emitted, list(seen), [tuple(c) for c in closes])
         self.statements = {k: _statement(_decode(v)) for k, v in statements.items()}
         for (source, start, key), value in panes.items():
             stats = PaneStats.decode(value)
@@ -319,7 +344,9 @@ class PartitionWindows:
             self.panes[source].setdefault(start, {})[key] = stats
         self._stored_emitted = self.clock.emitted
         clock = self.clock
-        self._stored_clock = _encode((clock.watermark, clock.horizon, clock.emitted, clock.seen, clock.closes))
+        self._stored_clock = _encode((clock.watermark, clock.marks, clock.horizon, clock.emitted, clock.seen,
+                                      clock.closes))  # fmt: skip
+        self.holds = [mark != NO_TIME for mark in clock.marks]
         if self.clock.horizon is not None:
             self._moved_to(self.clock.horizon)
 
@@ -333,6 +360,13 @@ class PartitionWindows:
         if clock.horizon is not None and self.spec.is_late(event_time, clock.horizon):
             return "replayed"
         return None
+
+    def _rewatermark(self) -> None:
+        marks = self.clock.marks
+        held = [marks[source] for source in SOURCES if self.holds[source]]
+        watermark = min(held) if held else max(marks)
+        if watermark > self.clock.watermark:
+            self._advance(watermark)
 
     def _advance(self, watermark: int) -> None:
         clock = self.clock
