@@ -33,7 +33,7 @@ from streams.kafka.topics import ensure_topics
 from streams.records import OptimizationCommand, OptimizationResult
 from streams.serde import Codec
 from test_executor import command, exec_settings, seed
-from worker_harness import WorkerProcess, worker_env
+from worker_harness import WindowReader, WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 OUTAGE_S = 28.0
@@ -63,6 +63,10 @@ def _read_all(settings: Settings, topic: str, idle: float = 8.0) -> list[object]
                 if not m.error()]
     finally:
         consumer.close()
+
+
+def _in_windows(reader: WindowReader) -> int:
+    return sum(r["count"] for r in reader.first.values() if r["window_kind"] == "tumbling" and r["fingerprint"] is None)
 
 
 def test_broker_restart_everything_recovers_with_exact_totals(
@@ -116,13 +120,15 @@ def test_broker_restart_everything_recovers_with_exact_totals(
             sdk.close(timeout=120)
             assert commands_sent.wait(120)
             _send_buffered(xs, [after], threading.Event())
-            # the last minute's windows close once the idle tick moves the watermark past them
-            deadline = time.monotonic() + 150
-            last_end = (int(time.time() * 1000) // 60_000) * 60_000
-            while time.monotonic() < deadline and not any(r["window_end"] >= last_end for r in reader.first.values()):
+            # the last minute's windows close once the idle tick moves the watermark past them (~90 s):
+            # wait until every delivered event is accounted for, in a window or in the DLQ
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
                 worker.check_alive()
-                reader.poll(1.0)
-            reader.poll(5)
+                reader.poll(3.0)
+                if _in_windows(reader) + len(_read_all(xs, xs.topics.dlq, idle=1.0)) >= sdk.sent:
+                    break
+            reader.poll(3)
             results = [r for r in _read_all(xs, xs.topics.results) if isinstance(r, OptimizationResult)]
             dead = _read_all(xs, xs.topics.dlq)
             assert advisor_health.live and advisor_health.ready  # recovered by itself
@@ -138,10 +144,10 @@ def test_broker_restart_everything_recovers_with_exact_totals(
     delivered, dropped = sdk.sent, sum(sdk.dropped.values())
     print(f"SDK: {attempts} emitted, {delivered} delivered, drops {dict(sdk.dropped)}")
     assert delivered + dropped == attempts  # the SDK accounts for every event: delivered or a counted drop
-    in_windows = sum(r["count"] for r in reader.first.values()
-                     if r["window_kind"] == "tumbling" and r["fingerprint"] is None)
+    in_windows = _in_windows(reader)
     late = [d for d in dead if getattr(d, "reason", None) == "late"]
     assert len(late) == len(dead), Counter(getattr(d, "reason", "?") for d in dead)
+    print(f"worker: {in_windows} events in windows, {len(late)} dead-lettered as late")
     assert in_windows + len(late) == delivered, (in_windows, len(late), delivered)  # nothing lost, nothing twice
     applied = Counter(r.command_id for r in results if r.status == "applied")
     assert applied == Counter({c.command_id: 1 for c in (before, during, after)}), [(r.command_id, r.status) for r in results]
