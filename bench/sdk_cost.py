@@ -1,9 +1,10 @@
 """Per-statement cost of the dbopt SDK inside a service.
 
 Measures, per statement: normalization on a cache miss (pglast parse + fingerprint + canonical
-text), a cache hit (what a repeated statement costs), building the event, and the full
+text), a cache hit (what a repeated statement costs), building the event, the full
 ``emit_statement`` path (cache hit + Avro encoding + librdkafka enqueue + poll(0)) against the
-local broker. Run (servers up: ``make up``):
+local broker, and ``emit_statement`` in sketch mode (cache hit + counting the execution in its
+statement's sketch; the sketches go out once per interval). Run (servers up: ``make up``):
 
     .venv/bin/python bench/sdk_cost.py --iterations 20000
 """
@@ -74,7 +75,19 @@ def main() -> None:
         emit = per_call_us(lambda i: producer.emit_statement(STATEMENTS[i % k], 1.0, 1), n)
         left = producer.flush(60)
         dropped = dict(producer.dropped)
-    for future in admin.delete_topics([topic]).values():
+    # sketch mode (DBOPT_SDK_MODE=sketch): each call lands in its statement's sketch; one record per
+    # statement and 10 s interval goes to Kafka (sent by close() here)
+    sketches = topic.replace("sdk-cost", "sdk-cost-sketches")
+    for future in admin.create_topics([NewTopic(sketches, 1, 1)]).values():
+        future.result(timeout=30)
+    sketch_settings = settings.with_overrides(sdk_mode="sketch", topics=settings.topics.with_overrides(
+        query_events=topic, statement_sketches=sketches))  # fmt: skip
+    with EventProducer(sketch_settings, "bench-service", instance_id="bench-1") as producer:
+        sketched = per_call_us(lambda i: producer.emit_statement(STATEMENTS[i % k], 0.5 + i % 97, 1), n)
+        producer.close(60)
+        sketch_records = producer._sketches.sketches_sent if producer._sketches else 0  # noqa: SLF001
+        represented, sketch_dropped = producer.sent, dict(producer.dropped)
+    for future in admin.delete_topics([topic, sketches]).values():
         future.result(timeout=30)
 
     print(f"iterations per run: {n} (cache miss: {max(n // 10, 100)}), median of 5 runs")
@@ -83,6 +96,9 @@ def main() -> None:
     print(f"build event (cache hit)        {build:8.1f} us/statement")
     print(f"emit_statement (hit, to Kafka) {emit:8.1f} us/statement")
     print(f"not delivered after flush: {left}; dropped: {dropped or 'none'}")
+    print(f"emit_statement, sketch mode (hit) {sketched:5.2f} us/statement")
+    print(f"sketch mode: {represented} executions delivered in {sketch_records} StatementSketch records; "
+          f"dropped: {sketch_dropped or 'none'}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """``dbopt worker``: run the stream processor (ingest, windows, detector) and its web surface
-(``/metrics``, ``/healthz``, ``/readyz``) in this process."""
+(``/metrics``, ``/healthz``, ``/readyz``) in this process; ``--stage`` runs one half of it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_logging_arguments(parser)
+    parser.add_argument(
+        "--stage", choices=("all", "windows", "agents"), default="all",
+        help="all: everything in this process (default); windows: only the windows stage (scaled by "
+        "partitions, with its own probes); agents: only the Faust agents (detector, traffic, pools)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,12 +36,26 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     partitions = prepare_topics(settings)
-    data_dir(settings).mkdir(parents=True, exist_ok=True)
-    health = Health("windows")
-    app = create_app(settings, partitions, health)
-    prepare_changelogs(app, settings, partitions)
     windows = settings.windows
     log = logging.getLogger(__name__)
+    health = Health("windows")
+    if args.stage == "windows":
+        from streams.kafka.health import serve
+        from streams.kafka.loop import stop_on_signals
+
+        stop = threading.Event()
+        stop_on_signals(stop)
+        server = serve(health, windows.web_host, windows.web_port)
+        log.info("worker %s (windows stage): %d partitions, probes on http://%s:%d", windows.app_id, partitions,
+                 windows.web_host, windows.web_port)  # fmt: skip
+        try:
+            WindowsStage(settings, health).run(stop)
+        finally:
+            server.shutdown()
+        return 0
+    data_dir(settings).mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, partitions, None if args.stage == "agents" else health)
+    prepare_changelogs(app, settings, partitions)
     log.info("worker %s: %d partitions, web on http://%s:%d", windows.app_id, partitions, windows.web_host,
              windows.web_port)  # fmt: skip
     # the windows stage (confluent-kafka) runs in a thread beside the Faust app (detector, traffic, pools);
@@ -53,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=windows_stage, name="windows", daemon=True)
-    thread.start()
+    if args.stage == "all":
+        thread.start()
     # logging is already set up by `dbopt` (--log-level/--log-format): Faust must not replace it
     worker = Worker(app, quiet=True, override_logging=False)
     worker.spinner = None  # its terminal control characters would end up in log files
@@ -64,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
         code = int(exc.code or 0)
     finally:
         stop.set()  # the stage checkpoints, commits and leaves the group
-        thread.join(timeout=120)
+        if thread.is_alive():
+            thread.join(timeout=120)
     return 1 if failed else code

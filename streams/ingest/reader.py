@@ -20,6 +20,7 @@ reason are exactly :func:`validate`'s (``tests/test_ingest_reader.py`` holds the
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass
 
 from streams.config import Settings
@@ -257,10 +258,17 @@ class EventReader:
 
 
 def statement_of(accepted: Accepted) -> Statement:
+    """The statement of an accepted event; its repeated texts (type, tables) interned, since the
+    windows keep one Statement per key for as long as the key has open windows."""
     event = accepted.event
     assert event.fingerprint is not None  # validate() always fills it in
-    return Statement(event.fingerprint, event.query_text, event.statement_type, event.tables,
+    tables = _TABLES.setdefault(event.tables, event.tables) if len(_TABLES) < _TABLES_KEPT else event.tables
+    return Statement(event.fingerprint, event.query_text, sys.intern(event.statement_type), tables,
                      accepted.context, accepted.criticality)  # fmt: skip
+
+
+_TABLES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct list of tables
+_TABLES_KEPT = 10_000
 
 
 def _execution(accepted: Accepted) -> Execution:

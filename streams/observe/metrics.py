@@ -14,6 +14,8 @@ dbopt_dlq_records_total                 counter    reason              records s
 dbopt_late_events_total                 counter    -                   events later than the grace
 dbopt_fingerprint_overflow_total        counter    service             events folded into ``other``
 dbopt_windows_emitted_total             counter    kind                closed windows emitted
+dbopt_windows_live_keys                 gauge      -                   keys with a pane in an open window
+dbopt_windows_live_panes                gauge      -                   panes held for open windows
 dbopt_alerts_total                      counter    severity, state     alerts sent
 dbopt_consumer_lag_messages             gauge      topic, partition    messages not yet processed
 dbopt_context_p95_seconds               gauge      service, context    p95 of the last closed window
@@ -54,6 +56,8 @@ FINGERPRINT_OVERFLOW = Counter(
     "dbopt_fingerprint_overflow", "Events folded into the 'other' fingerprint by the per-service cap.", ["service"]
 )
 WINDOWS_EMITTED = Counter("dbopt_windows_emitted", "Closed windows emitted, by window kind.", ["kind"])
+LIVE_KEYS = Gauge("dbopt_windows_live_keys", "Keys (service, fingerprint, context, database) with a pane in an open window.")
+LIVE_PANES = Gauge("dbopt_windows_live_panes", "Panes the windows stage holds for its open windows.")
 ALERTS = Counter("dbopt_alerts", "Alerts sent, by severity and state.", ["severity", "state"])
 CONSUMER_LAG = Gauge(
     "dbopt_consumer_lag_messages", "Messages in a partition not yet processed by this worker.", ["topic", "partition"]

@@ -28,9 +28,11 @@ store Faust would have given it:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,8 @@ from streams.observe.metrics import (
     EVENTS_IN,
     FINGERPRINT_OVERFLOW,
     LATE_EVENTS,
+    LIVE_KEYS,
+    LIVE_PANES,
     SKETCHES_IN,
     WINDOWS_EMITTED,
 )
@@ -60,6 +64,22 @@ log = logging.getLogger(__name__)
 
 # compacted; short segments, so compaction keeps the restore of a partition short
 CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(10 * 60 * 1000), "min.cleanable.dirty.ratio": "0.2"}
+
+
+# a checkpoint this large (a burst of new keys, a window of many keys closing) leaves freed memory
+# in the C allocator's arenas; hand it back to the system
+TRIM_AFTER = 10_000
+_malloc_trim: Callable[[int], int] | None
+try:
+    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc only
+except (OSError, AttributeError):
+    _malloc_trim = None
+
+
+def release_memory() -> None:
+    """Return the C allocator's free memory to the system (glibc ``malloc_trim``; else nothing)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def changelog_topic_name(settings: Settings) -> str:
@@ -98,12 +118,11 @@ class WindowsStage:
         self._next: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._last_record: tuple[dict[int, float], dict[int, float]] = ({}, {})
         self._failures: list[KafkaError] = []
-        self.consumer = clients.consumer(
-            settings, windows.app_id, partition_assignment_strategy="range",
-            fetch_max_bytes=64 * 1024 * 1024, queued_max_messages_kbytes=256 * 1024,
-        )  # fmt: skip
+        # librdkafka's buffers bounded (8 MB each way, about 50,000 events): they count in the worker's memory
+        self.consumer = clients.consumer(settings, windows.app_id, partition_assignment_strategy="range",
+                                         queued_max_messages_kbytes=8 * 1024, fetch_max_bytes=8 * 1024 * 1024)  # fmt: skip
         self.producer = clients.producer(settings, linger_ms=5, compression_type="zstd",
-                                         delivery_report_only_error=True)  # fmt: skip
+                                         delivery_report_only_error=True, queue_buffering_max_kbytes=8 * 1024)  # fmt: skip
         self._restorer = clients.consumer(settings, f"{windows.app_id}-restore")
 
     # --- the loop ---------------------------------------------------------------------------
@@ -197,16 +216,23 @@ class WindowsStage:
             if not any(state.holds) and self._idle(partition, wall):
                 state.tick(wall_ms, windows.allowed_lateness_ms)
             self._emit(state)
+        LIVE_KEYS.set(sum(len(state.statements) for state in self.states.values()))
+        LIVE_PANES.set(sum(len(bucket) for state in self.states.values() for by_start in state.panes
+                           for bucket in by_start.values()))  # fmt: skip
 
     def commit(self, final: bool = False) -> None:
         """Checkpoint every partition, wait for the broker to have everything, commit offsets.
         ``final`` (revoke, stop) checkpoints twice, so the clock stored carries the emitted horizon
         acknowledged by the first flush and the next owner re-emits nothing."""
+        written = 0
         for _ in range(2 if final else 1):
             for partition, state in self.states.items():
                 for key, value in state.checkpoint():
                     self._produce(self.changelog, key, value, partition)
+                    written += 1
             self._flush()
+        if written >= TRIM_AFTER:
+            release_memory()
         offsets = [TopicPartition(topic, partition, offset)
                    for topic, source in ((self.events_topic, EVENTS), (self.sketches_topic, SKETCHES))
                    for partition, offset in self._next[source].items() if partition in self.states]  # fmt: skip
@@ -222,9 +248,14 @@ class WindowsStage:
         if closing is None:
             return
         topic = self.settings.topics.latency_windows
+        emitted = {"tumbling": 0, "hopping": 0}
         for record in closing.records:
             self._produce(topic, record.service.encode(), self.codec.encode_record(record, topic=topic))
-            WINDOWS_EMITTED.labels(record.window_kind).inc()
+            emitted[record.window_kind] += 1
+        for kind, n in emitted.items():
+            WINDOWS_EMITTED.labels(kind).inc(n)
+        if sum(emitted.values()) >= TRIM_AFTER:
+            release_memory()
 
     def _dead_letter(self, message: Message, rejected: Rejected, now_ms: int) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()

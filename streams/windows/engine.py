@@ -32,7 +32,8 @@ moving to another worker) rebuilds the state with :meth:`load` from the changelo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,6 +62,7 @@ _PANE = b"p"
 _STATEMENT = b"s"
 _CAP = b"k"
 _ceil, _log2, _BINS_PER_DOUBLING = math.ceil, math.log2, MAPPING.multiplier
+_EMPTY: dict[PaneKey, PaneStats | bytes] = {}  # never written
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.decode
 
@@ -84,10 +86,12 @@ class Clock:
 
 @dataclass(frozen=True)
 class Closing:
-    """Windows due at the horizon: the records to emit."""
+    """Windows due at the horizon: the records to emit, made one at a time as they are taken
+    (a window of many keys never builds all its records at once). Taking the last one retires
+    the panes no open window needs; the caller takes them all."""
 
     horizon: int
-    records: list[WindowStats]
+    records: Iterator[WindowStats]
 
 
 def late(event_time: int, state: PartitionWindows, settings: WindowSettings) -> Rejected:
@@ -114,7 +118,12 @@ class PartitionWindows:
         self.max_fingerprints = max_fingerprints
         self.databases = databases
         self.clock = Clock()
-        self.panes: tuple[dict[int, dict[PaneKey, PaneStats]], ...] = ({}, {})  # per source: start -> key -> pane
+        # per source: pane start -> key -> pane; a pane outside the newest start of its source is kept
+        # encoded (its changelog value) once checkpointed, and decoded again when a record reaches it
+        self.panes: tuple[dict[int, dict[PaneKey, PaneStats | bytes]], ...] = ({}, {})
+        self._warm: tuple[set[int], set[int]] = (set(), set())  # per source: starts with decoded panes
+        self._keys: dict[PaneKey, PaneKey] = {}  # one tuple per key, shared by its panes
+        self._starts: dict[int, int] = {}
         self.statements: dict[PaneKey, Statement] = {}
         self.caps: dict[str, set[str]] = {}
         self.overflowed: dict[str, int] = {}  # service -> records folded into "other"
@@ -163,12 +172,9 @@ class PartitionWindows:
             database = None
         key = (service, statement.fingerprint, statement.context, database)
         start = event_time - event_time % self._pane_ms
-        bucket = self.panes[EVENTS].get(start)
-        if bucket is None:
-            bucket = self.panes[EVENTS][start] = {}
-        stats = bucket.get(key)
-        if stats is None:
-            stats = bucket[key] = self._new_pane(EVENTS, start, key)
+        stats = self.panes[EVENTS].get(start, _EMPTY).get(key)
+        if not isinstance(stats, PaneStats):  # new, or kept encoded
+            stats = self._open_pane(EVENTS, start, key, stats)
         outcome: Outcome = "replayed"
         if stats.offset < offset:
             # QuantileSketch.add and PaneStats totals, inlined: this runs once per execution
@@ -223,10 +229,9 @@ class PartitionWindows:
         database = sketch.database if sketch.database in self.databases else None
         key = (sketch.service, statement.fingerprint, statement.context, database)
         pane = start - start % self._pane_ms
-        bucket = self.panes[SKETCHES].setdefault(pane, {})
-        stats = bucket.get(key)
-        if stats is None:
-            stats = bucket[key] = self._new_pane(SKETCHES, pane, key)
+        stats = self.panes[SKETCHES].get(pane, _EMPTY).get(key)
+        if not isinstance(stats, PaneStats):
+            stats = self._open_pane(SKETCHES, pane, key, stats)
         outcome: Outcome = "replayed"
         if stats.offset < offset:
             stats.add_sketch(sketch.keys, sketch.counts, sketch.zeros, sketch.count, sketch.errors, sketch.rows,
@@ -276,13 +281,14 @@ class PartitionWindows:
                 clock.emitted = clock.horizon
             return None
         assert clock.emitted is not None and clock.horizon is not None
-        old, new = clock.emitted, clock.horizon
-        records: list[WindowStats] = []
-        for window in self.spec.closing(old, new):
-            records.extend(self._window_records(window, emitted_at))
-        clock.emitted = new
-        self._unacked.append((new, self._retire(new)))
-        return Closing(new, records)
+        windows = list(self.spec.closing(clock.emitted, clock.horizon))
+        clock.emitted = clock.horizon
+        return Closing(clock.horizon, self._records(windows, clock.horizon, emitted_at))
+
+    def _records(self, windows: list[Window], horizon: int, emitted_at: int) -> Iterator[WindowStats]:
+        for window in windows:
+            yield from self._window_records(window, emitted_at)
+        self._unacked.append((horizon, self._retire(horizon)))
 
     def checkpoint(self) -> list[tuple[bytes, bytes | None]]:
         """The changelog records to write now, in order: the changed panes, statements and caps,
@@ -295,8 +301,10 @@ class PartitionWindows:
             self._stored_emitted = max(horizon for horizon, _ in acked)
         if not self._produced:  # every close emitted so far is acknowledged
             self._stored_emitted = self.clock.emitted
-        out: list[tuple[bytes, bytes | None]] = [(_pane_key(s), s.encode()) for s in self._dirty]
+        written = {stats: stats.encode() for stats in self._dirty}
+        out: list[tuple[bytes, bytes | None]] = [(_pane_key(s), value) for s, value in written.items()]
         self._dirty.clear()
+        self._freeze(written)
         out += [(_STATEMENT + _encode(k), _encode(_statement_tuple(self.statements[k])))
                 for k in self._dirty_statements if k in self.statements]  # fmt: skip
         self._dirty_statements.clear()
@@ -310,6 +318,21 @@ class PartitionWindows:
         for _, deleted in acked:
             out += [(key, None) for key in deleted]
         return out
+
+    def _freeze(self, written: dict[PaneStats, bytes]) -> None:
+        """Keep the panes outside each source's newest pane start encoded (memory: about a tenth)."""
+        for source, by_start in enumerate(self.panes):
+            warm = self._warm[source]
+            if not by_start:
+                warm.clear()
+                continue
+            newest = max(by_start)
+            for start in warm - {newest}:
+                bucket = by_start.get(start)
+                for key, stats in (bucket or {}).items():
+                    if isinstance(stats, PaneStats):
+                        bucket[key] = written.get(stats) or stats.encode()  # type: ignore[index]
+            warm &= {newest}
 
     # --- restore ----------------------------------------------------------------------------
 
@@ -337,11 +360,10 @@ class PartitionWindows:
             elif kind == _CLOCK and value is not None:
                 watermark, marks, horizon, emitted, seen, closes = _decode(value)
                 self.clock = Clock(watermark, list(marks), horizon, emitted, list(seen), [tuple(c) for c in closes])
-        self.statements = {k: _statement(_decode(v)) for k, v in statements.items()}
-        for (source, start, key), value in panes.items():
-            stats = PaneStats.decode(value)
-            stats.source, stats.start, stats.key, stats.statement = source, start, key, self.statements.get(key)
-            self.panes[source].setdefault(start, {})[key] = stats
+        self.statements = {self._keys.setdefault(k, k): _statement(_decode(v)) for k, v in statements.items()}
+        for (source, start, key), value in panes.items():  # kept encoded until a record reaches them
+            start = self._starts.setdefault(start, start)
+            self.panes[source].setdefault(start, {})[self._keys.setdefault(key, key)] = value
         self._stored_emitted = self.clock.emitted
         clock = self.clock
         self._stored_clock = _encode((clock.watermark, clock.marks, clock.horizon, clock.emitted, clock.seen,
@@ -392,9 +414,27 @@ class PartitionWindows:
         self._late_before = max(horizon // spec.tumbling_ms * spec.tumbling_ms, horizon // spec.hop_ms * spec.hop_ms)
         self._next_end = spec.first_close(horizon)
 
-    def _new_pane(self, source: int, start: int, key: PaneKey) -> PaneStats:
-        stats = PaneStats()
-        stats.source, stats.start, stats.key = source, start, key
+    def _open_pane(self, source: int, start: int, key: PaneKey, stored: bytes | None) -> PaneStats:
+        """The pane of ``key`` at ``start`` ready for updates: a new one, or the stored one decoded."""
+        canonical = self._keys.get(key)
+        if canonical is None:  # a new key: its texts shared with every other key's
+            service, fingerprint, context, database = key
+            canonical = self._keys[key] = (sys.intern(service), fingerprint, context, database)
+        key = canonical
+        start = self._starts.setdefault(start, start)  # one int per pane start, shared by its panes
+        bucket = self.panes[source].setdefault(start, {})
+        stats = PaneStats() if stored is None else PaneStats.decode(stored)
+        stats.source, stats.start, stats.key, stats.statement = source, start, key, self.statements.get(key)
+        bucket[key] = stats
+        self._warm[source].add(start)
+        return stats
+
+    def _decoded(self, source: int, start: int, key: PaneKey, pane: PaneStats | bytes) -> PaneStats:
+        """A pane to read (closing): decoded when stored encoded, not kept decoded."""
+        if isinstance(pane, PaneStats):
+            return pane
+        stats = PaneStats.decode(pane)
+        stats.source, stats.start, stats.key, stats.statement = source, start, key, self.statements.get(key)
         return stats
 
     def _set_statement(self, stats: PaneStats, statement: Statement) -> None:
@@ -420,22 +460,22 @@ class PartitionWindows:
                                                         statement.tables, statement.context, statement.criticality)  # fmt: skip
         return other
 
-    def _window_records(self, window: Window, emitted_at: int) -> list[WindowStats]:
+    def _window_records(self, window: Window, emitted_at: int) -> Iterator[WindowStats]:
         """The query rows (service, fingerprint) and context rows (service, context) of a window."""
         rows: dict[StatsKey, list[PaneStats]] = {}
         for source in SOURCES:
             by_start = self.panes[source]
             for start in self.spec.panes(window):
-                for (service, fingerprint, context, database), stats in by_start.get(start, {}).items():
+                for key, pane in by_start.get(start, _EMPTY).items():
+                    stats = self._decoded(source, start, key, pane)
+                    service, fingerprint, context, database = key
                     rows.setdefault(StatsKey("q", service, fingerprint, database), []).append(stats)
                     rows.setdefault(StatsKey("c", service, context, database), []).append(stats)
-        records = []
-        for key, parts in rows.items():
+        for row, parts in rows.items():
             merged = parts[0] if len(parts) == 1 else _merged(parts)
             latest = max(parts, key=lambda p: (p.offset, p.source))
             statement = latest.statement or self.statements[latest.key]  # type: ignore[index]
-            records.append(window_stats(window, key, merged, statement, emitted_at))
-        return records
+            yield window_stats(window, row, merged, statement, emitted_at)
 
     def _retire(self, horizon: int) -> list[bytes]:
         """Drop the panes every window of which has closed; their changelog keys (and those of
@@ -445,13 +485,16 @@ class PartitionWindows:
         for source in SOURCES:
             by_start = self.panes[source]
             for start in [s for s in by_start if self.spec.last_close(s) <= horizon]:
-                for stats in by_start.pop(start).values():
-                    self._dirty.discard(stats)
-                    deleted.append(_pane_key(stats))
-                    assert stats.key is not None
-                    keys.add(stats.key)
+                for key, pane in by_start.pop(start).items():
+                    if isinstance(pane, PaneStats):
+                        self._dirty.discard(pane)
+                    deleted.append(_PANE + _encode((source, start, *key)))
+                    keys.add(key)
+                self._warm[source].discard(start)
+        self._starts = {s: s for by_start in self.panes for s in by_start}
         live = {key for by_start in self.panes for bucket in by_start.values() for key in bucket} if keys else set()
         for key in keys - live:
+            self._keys.pop(key, None)
             self.statements.pop(key, None)
             self._dirty_statements.discard(key)
             deleted.append(_STATEMENT + _encode(key))
