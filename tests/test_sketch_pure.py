@@ -99,3 +99,51 @@ def test_changelog_round_trip_keeps_sketch_panes_and_marks() -> None:
     assert restored.clock.marks == windows.clock.marks and restored.holds == [True, True]
     assert restored.add_sketch(_sketch([1.0], BASE + 10_000), 0) == "replayed"  # its offset is in the pane
     assert [(r.count, r.sum_ms) for r in _close_all(restored)] == [(4, 10.0), (4, 10.0)]
+
+
+def test_a_sketch_that_does_not_add_up_is_rejected_with_its_reason() -> None:
+    from streams.config import load_settings
+    from streams.ingest import Rejected
+    from streams.ingest.sketches import read_sketch
+    from streams.serde import Codec
+
+    settings, codec = load_settings({}), Codec()
+    now = BASE + 30_000
+    good = {
+        "sketch_id": "s-1", "service": "svc", "instance_id": "pod-1", "interval_start": BASE, "interval_end": BASE + 10_000,
+        "last_event_time": BASE + 9_000, "fingerprint": "f1", "query_text": "SELECT * FROM bookings WHERE id = $1",
+        "statement_type": "SELECT", "tables": ["bookings"], "database": None, "vendor_category": None, "wedding_id": None,
+        "relative_accuracy": 0.005, "count": 4, "errors": 1, "rows": 4, "sum_ms": 10.0, "min_ms": 0.0, "max_ms": 6.0,
+        "zero_count": 1, "bin_keys": [0, 139, 180], "bin_counts": [1, 1, 1],
+    }  # fmt: skip
+
+    def read(**changes: object) -> object:
+        value = codec.encode("StatementSketch", {**good, **changes}, topic="t")
+        return read_sketch(value, codec, settings, SPEC, now)
+
+    accepted = read()
+    assert isinstance(accepted, SketchInput) and accepted.statement.context == "booking"
+    bad = {
+        "accuracy": {"relative_accuracy": 0.01},
+        "counts": {"count": 5},
+        "bins": {"bin_keys": [139, 0, 180]},
+        "empty bin": {"bin_counts": [1, 0, 2]},
+        "lengths": {"bin_counts": [1, 2]},
+        "errors": {"errors": 5},
+        "nan": {"sum_ms": math.nan},
+        "min over max": {"min_ms": 7.0},
+        "straddles": {"interval_start": BASE + 55_000, "interval_end": BASE + 65_000, "last_event_time": BASE + 56_000},
+        "last outside": {"last_event_time": BASE + 10_000},
+    }  # fmt: skip
+    for name, changes in bad.items():
+        verdict = read(**changes)
+        assert isinstance(verdict, Rejected) and verdict.reason == "invalid_sketch", name
+    # the statement fields follow the QueryEvent rules (and reasons)
+    assert read(statement_type="DROP").reason == "unknown_statement_type"  # type: ignore[attr-defined]
+    assert read(interval_start=BASE - 7_200_000, interval_end=BASE - 7_190_000,
+                last_event_time=BASE - 7_191_000).reason == "too_old"  # type: ignore[attr-defined]  # fmt: skip
+    event = codec.encode("QueryEvent", {"event_id": "e", "service": "s", "instance_id": "i", "event_time": BASE,
+                                        "query_text": "SELECT 1", "statement_type": "SELECT", "duration_ms": 1.0},
+                         topic="t")  # fmt: skip
+    assert read_sketch(event, codec, settings, SPEC, now).reason == "not_a_statement_sketch"  # type: ignore[union-attr]
+    assert read_sketch(b"junk", codec, settings, SPEC, now).reason == "undecodable"  # type: ignore[union-attr]

@@ -69,8 +69,9 @@ class PaneStats(QuantileSketch):
     ) -> None:  # fmt: skip
         """Many executions at once: the bins of an SDK sketch with its exact totals."""
         bins = self.bins
+        get = bins.get
         for key, n in zip(keys, counts, strict=True):
-            bins[key] = bins.get(key, 0) + n
+            bins[key] = get(key, 0) + n
         self.zeros += zeros
         self.count += count
         self.errors += errors

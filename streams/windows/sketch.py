@@ -82,8 +82,9 @@ class QuantileSketch:
         if other.relative_accuracy != self.relative_accuracy:
             raise ValueError("cannot merge sketches of different relative accuracy")
         bins = self.bins
+        get = bins.get
         for key, n in other.bins.items():
-            bins[key] = bins.get(key, 0) + n
+            bins[key] = get(key, 0) + n
         self.zeros += other.zeros
         self.count += other.count
         self.min = min(self.min, other.min)
