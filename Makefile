@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status lint test faults unit demo bench clean lock tools browser
+.PHONY: install up down status lint test faults unit demo bench clean lock tools browser bench-peers
 
 # the locked versions (requirements/dev.lock: engine + dev, hashes checked), then dbopt-streams itself, editable
 $(STAMP): pyproject.toml requirements/dev.lock requirements/build.lock
@@ -70,9 +70,21 @@ unit: $(STAMP)
 demo: up
 	$(BIN)/dbopt demo
 
-bench: up
+# the peers dbopt is compared with (Quix Streams), in a virtualenv of their own: never a dbopt dependency
+PEERS := .run/bench-peers
+$(PEERS)/.installed: bench/requirements-peers.txt
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q -r bench/requirements-peers.txt
+	touch $@
+
+bench-peers: $(PEERS)/.installed
+
+bench: up bench-peers
 	$(BIN)/python bench/sdk_cost.py --iterations 20000
-	$(BIN)/python bench/worker_throughput.py --events 1000000
+	$(BIN)/python bench/compare.py --events 1000000
+	$(BIN)/python bench/sketch_throughput.py
+	$(BIN)/python bench/worker_memory.py --keys 100000
+	$(BIN)/python bench/close_latency.py
 	$(BIN)/python bench/otlp_throughput.py
 
 clean: down
