@@ -44,7 +44,7 @@ from streams.ingest import OTHER_FINGERPRINT, Rejected
 from streams.ingest.reader import Execution, Statement
 from streams.ingest.sketches import SketchInput
 from streams.records import WindowStats
-from streams.windows.aggregate import PaneKey, PaneStats, StatsKey, window_stats
+from streams.windows.aggregate import KeyKind, PaneKey, PaneStats, StatsKey, window_stats
 from streams.windows.panes import Window, WindowSpec
 from streams.windows.sketch import MAPPING
 
@@ -462,20 +462,20 @@ class PartitionWindows:
 
     def _window_records(self, window: Window, emitted_at: int) -> Iterator[WindowStats]:
         """The query rows (service, fingerprint) and context rows (service, context) of a window."""
-        rows: dict[StatsKey, list[PaneStats]] = {}
+        rows: dict[tuple[KeyKind, str, str, str | None], list[PaneStats]] = {}
         for source in SOURCES:
             by_start = self.panes[source]
             for start in self.spec.panes(window):
                 for key, pane in by_start.get(start, _EMPTY).items():
                     stats = self._decoded(source, start, key, pane)
                     service, fingerprint, context, database = key
-                    rows.setdefault(StatsKey("q", service, fingerprint, database), []).append(stats)
-                    rows.setdefault(StatsKey("c", service, context, database), []).append(stats)
+                    rows.setdefault(("q", service, fingerprint, database), []).append(stats)
+                    rows.setdefault(("c", service, context, database), []).append(stats)
         for row, parts in rows.items():
             merged = parts[0] if len(parts) == 1 else _merged(parts)
             latest = max(parts, key=lambda p: (p.offset, p.source))
             statement = latest.statement or self.statements[latest.key]  # type: ignore[index]
-            yield window_stats(window, row, merged, statement, emitted_at)
+            yield window_stats(window, StatsKey(*row), merged, statement, emitted_at)
 
     def _retire(self, horizon: int) -> list[bytes]:
         """Drop the panes every window of which has closed; their changelog keys (and those of
