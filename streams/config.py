@@ -236,7 +236,8 @@ class Overridable:
 
     def with_overrides(self, **changes: Any) -> Self:
         """A validated copy with some fields replaced (a group is replaced whole)."""
-        return _validated(type(self), lambda: type(self)(**{**dict(self), **changes}))  # type: ignore[call-overload]
+        assert isinstance(self, BaseModel)  # mixed into the pydantic settings models only
+        return _validated(type(self), lambda: type(self)(**{**dict(self), **changes}))
 
 
 class Group(Overridable, BaseModel):
