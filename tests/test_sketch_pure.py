@@ -104,7 +104,7 @@ def test_changelog_round_trip_keeps_sketch_panes_and_marks() -> None:
 def test_a_sketch_that_does_not_add_up_is_rejected_with_its_reason() -> None:
     from streams.config import load_settings
     from streams.ingest import Rejected
-    from streams.ingest.sketches import read_sketch
+    from streams.ingest.sketches import SketchReader
     from streams.serde import Codec
 
     settings, codec = load_settings({}), Codec()
@@ -117,9 +117,11 @@ def test_a_sketch_that_does_not_add_up_is_rejected_with_its_reason() -> None:
         "zero_count": 1, "bin_keys": [0, 139, 180], "bin_counts": [1, 1, 1],
     }  # fmt: skip
 
+    reader = SketchReader(codec, settings, SPEC)
+
     def read(**changes: object) -> object:
         value = codec.encode("StatementSketch", {**good, **changes}, topic="t")
-        return read_sketch(value, codec, settings, SPEC, now)
+        return reader.read(value, now)
 
     accepted = read()
     assert isinstance(accepted, SketchInput) and accepted.statement.context == "booking"
@@ -145,5 +147,9 @@ def test_a_sketch_that_does_not_add_up_is_rejected_with_its_reason() -> None:
     event = codec.encode("QueryEvent", {"event_id": "e", "service": "s", "instance_id": "i", "event_time": BASE,
                                         "query_text": "SELECT 1", "statement_type": "SELECT", "duration_ms": 1.0},
                          topic="t")  # fmt: skip
-    assert read_sketch(event, codec, settings, SPEC, now).reason == "not_a_statement_sketch"  # type: ignore[union-attr]
-    assert read_sketch(b"junk", codec, settings, SPEC, now).reason == "undecodable"  # type: ignore[union-attr]
+    assert reader.read(event, now).reason == "not_a_statement_sketch"  # type: ignore[union-attr]
+    assert reader.read(b"junk", now).reason == "undecodable"  # type: ignore[union-attr]
+    # a known statement: its own fields are still checked, with check_event's reasons
+    assert read(service=" ").reason == "missing_field"  # type: ignore[attr-defined]
+    assert read(wedding_id="w" * 300).reason == "too_large"  # type: ignore[attr-defined]
+    assert isinstance(read(sketch_id="s-2"), SketchInput)

@@ -41,7 +41,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 from streams.config import Settings
 from streams.ingest import Rejected, dead_letter
 from streams.ingest.reader import EventReader
-from streams.ingest.sketches import read_sketch
+from streams.ingest.sketches import SketchReader
 from streams.kafka import clients
 from streams.kafka.health import Health
 from streams.observe.metrics import (
@@ -108,6 +108,7 @@ class WindowsStage:
         self.codec = Codec.from_settings(settings)
         self.reader = EventReader(self.codec, settings)
         self.spec = WindowSpec.from_settings(windows)
+        self.sketch_reader = SketchReader(self.codec, settings, self.spec)
         self.events_topic = settings.topics.query_events
         self.sketches_topic = settings.topics.statement_sketches
         self.changelog = changelog_topic_name(settings)
@@ -188,7 +189,7 @@ class WindowsStage:
             else:
                 sketches += 1
                 next_sketches[partition] = offset + 1
-                sketch = read_sketch(message.value(), self.codec, self.settings, self.spec, now_ms)
+                sketch = self.sketch_reader.read(message.value(), now_ms)
                 if isinstance(sketch, Rejected):
                     self._dead_letter(message, sketch, now_ms)
                 elif state.add_sketch(sketch, offset) == "late":
