@@ -20,6 +20,7 @@ from notify_servers import RecordingServer, Reply, SmtpServer
 from streams.config import Settings
 from streams.kafka import clients
 from streams.kafka.consume import assigned_consumer, read_messages
+from streams.kafka.topics import ensure_topics
 from streams.records import Alert, OptimizationResult
 from streams.serde import Codec
 from test_notify_core import FRIDAY, alert, result
@@ -60,12 +61,15 @@ def notify_env(settings: Settings, servers: dict[str, Any], routes: Path, group:
 
 
 def produce(settings: Settings, records: list[Alert | OptimizationResult]) -> None:
+    ensure_topics(settings)  # the broker does not create topics on first use
     codec, producer = Codec(), clients.producer(settings)
+    errors: list[object] = []
     for record in records:
         topic = settings.topics.alerts if isinstance(record, Alert) else settings.topics.results
         key = record.alert_id if isinstance(record, Alert) else record.command_id
-        producer.produce(topic, key=key.encode(), value=codec.encode(record.SCHEMA, record.to_avro(), topic=topic))
-    assert producer.flush(30) == 0
+        producer.produce(topic, key=key.encode(), value=codec.encode(record.SCHEMA, record.to_avro(), topic=topic),
+                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    assert producer.flush(30) == 0 and not errors, errors
 
 
 def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
