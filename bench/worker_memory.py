@@ -103,7 +103,11 @@ def measure(settings: Settings, topic: str, events: int, stage: str) -> tuple[fl
             return at_drain, rss_mb(proc.pid), keys, drained
         finally:
             proc.terminate()
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ HELP = (
 )
 
 
+STOP_GRACE_S = 60.0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_logging_arguments(parser)
     parser.add_argument(
@@ -70,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
             failed.append(exc)
             log.exception("the windows stage failed; stopping the worker")
             os.kill(os.getpid(), signal.SIGTERM)
+            # Faust's clean stop can wait on a broker that is gone: do not outlive the stage for long
+            deadline = threading.Timer(STOP_GRACE_S, os._exit, args=(1,))
+            deadline.daemon = True  # a clean stop within the grace ends the process without it
+            deadline.start()
 
     thread = threading.Thread(target=windows_stage, name="windows", daemon=True)
     if args.stage == "all":
