@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.config import Settings
 from streams.ingest import Rejected, dead_letter
@@ -119,6 +119,7 @@ class WindowsStage:
         self._next: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._last_record: tuple[dict[int, float], dict[int, float]] = ({}, {})
         self._failures: list[KafkaError] = []
+        self._broken = False
         # librdkafka's buffers bounded (8 MB each way, about 50,000 events): they count in the worker's memory
         self.consumer = clients.consumer(settings, windows.app_id, partition_assignment_strategy="range",
                                          queued_max_messages_kbytes=8 * 1024, fetch_max_bytes=8 * 1024 * 1024)  # fmt: skip
@@ -149,6 +150,9 @@ class WindowsStage:
                     next_commit = now + windows.commit_interval_ms / 1000
                 self.producer.poll(0)
             self.commit(final=True)
+        except BaseException:
+            self._broken = True  # nothing more may be committed: a restart replays from the last commit
+            raise
         finally:
             self.health.set_ready(False, "stopped")
             self.consumer.close()  # leaves the group; revoked partitions were committed above
@@ -238,7 +242,10 @@ class WindowsStage:
                    for topic, source in ((self.events_topic, EVENTS), (self.sketches_topic, SKETCHES))
                    for partition, offset in self._next[source].items() if partition in self.states]  # fmt: skip
         if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:  # the broker away, a rebalance: the records come again (counted once)
+                log.warning("windows: offsets not committed, the next commit catches up: %s", exc)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -294,7 +301,7 @@ class WindowsStage:
         numbers = sorted({tp.partition for tp in partitions})
         for partition in numbers:
             held = self._held.pop(partition, None)
-            if held is not None and held.changelog_end == self._changelog_end(partition):
+            if held is not None and 0 <= held.changelog_end == self._changelog_end(partition):
                 self.states[partition] = held.state  # nobody wrote it since: the memory is current
             else:
                 self.states[partition] = self._restore(partition)
@@ -309,7 +316,8 @@ class WindowsStage:
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})
-        self.commit(final=True)
+        if not self._broken:
+            self.commit(final=True)
         for partition in numbers:
             state = self.states.pop(partition, None)
             if state is not None:
@@ -332,7 +340,11 @@ class WindowsStage:
             self._next[EVENTS if tp.topic == self.events_topic else SKETCHES][tp.partition] = offset
 
     def _changelog_end(self, partition: int) -> int:
-        return int(self._restorer.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=10)[1])
+        """The changelog partition's end offset (-1 when the broker cannot say: the state is restored)."""
+        try:
+            return int(self._restorer.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=10)[1])
+        except KafkaException:
+            return -1
 
     def _restore(self, partition: int) -> PartitionWindows:
         """The state of ``partition`` rebuilt from its changelog partition."""
@@ -374,7 +386,10 @@ class WindowsStage:
             return False
         caught_up = True
         for topic, source in ((self.events_topic, EVENTS), (self.sketches_topic, SKETCHES)):
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            except KafkaException:  # the broker cannot say: not idle, as far as we know
+                return False
             position = self._next[source].get(partition, 0)
             CONSUMER_LAG.labels(topic, str(partition)).set(max(high - position, 0))
             caught_up = caught_up and position >= high
