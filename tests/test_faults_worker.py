@@ -78,32 +78,38 @@ def test_worker_sigkilled_10_times_emits_exact_windows(settings: Settings, tmp_p
     expected = expected_windows(events)
     app_id = f"t-faults-kill-{uuid.uuid4().hex[:8]}"
 
-    # the events flow while the worker is killed: one slice (in event-time order) before each kill and
-    # one after the last; each kill lands at a random moment once the restarted worker makes progress
-    step = -(-len(events) // (KILLS + 1))
-    slices = [events[i:i + step] for i in range(0, len(events), step)]
+    # the events flow while the worker is killed: produced in slices (in event-time order) over the kills
+    def feed() -> None:
+        step = -(-len(events) // (KILLS + 1))
+        for i in range(0, len(events), step):
+            produce(settings, events[i:i + step])
+            time.sleep(3.0)
+
+    feeder = threading.Thread(target=feed, daemon=True)
     reader = window_reader(settings)
     worker = _start(settings, tmp_path, app_id, "w0")
+    feeder.start()
     started = time.monotonic()
     kill_log: list[tuple[float, int, int]] = []  # (s, windows when this worker started, windows at the kill)
     try:
         for kill in range(1, KILLS + 1):
-            feeder = threading.Thread(target=produce, args=(settings, slices[kill - 1]), daemon=True)
-            feeder.start()
             before = len(reader.keys())
-            deadline = time.monotonic() + 120
-            while len(reader.keys()) == before and time.monotonic() < deadline:
-                worker.check_alive()
-                reader.poll(0.5)
-            pause = time.monotonic() + moments.uniform(0.0, 3.0)  # a random moment while it works
+            if kill == 1:  # the first one mid-emission: once the worker has emitted windows
+                deadline = time.monotonic() + 120
+                while not reader.first and time.monotonic() < deadline:
+                    worker.check_alive()
+                    reader.poll(0.5)
+            # a random moment: working, restoring, or waiting for the killed member's partitions
+            # (a dead consumer holds them for its session timeout)
+            pause = time.monotonic() + moments.uniform(0.0, 3.0) + (0.0 if kill == 1 else moments.uniform(3.0, 9.0))
             while time.monotonic() < pause:
+                worker.check_alive()
                 reader.poll(0.2)
             worker.kill()  # SIGKILL: no chance to flush, commit or close anything
             kill_log.append((round(time.monotonic() - started, 1), before, len(reader.keys())))
-            feeder.join(60)
             worker = _start(settings, tmp_path, app_id, f"w{kill}")
-        for rest in slices[KILLS:]:
-            produce(settings, rest)
+        feeder.join(120)
+        assert not feeder.is_alive()
         reader.wait_for(expected.keys(), timeout=600, workers=[worker])
         reader.poll(3)
         print(f"seed {SEED}, {EVENTS} events, kills at (s, windows before, windows at the kill): {kill_log}; "
@@ -112,9 +118,8 @@ def test_worker_sigkilled_10_times_emits_exact_windows(settings: Settings, tmp_p
         reader.close()
         worker.stop()
 
-    # the kills landed mid-stream: the killed worker had emitted windows of its own, and more were to come
-    mid_stream = [k for k in kill_log if k[1] < k[2] < len(expected)]
-    assert len(mid_stream) >= KILLS - 1, kill_log
+    # the kills landed while events flowed (windows still to come), the first one mid-emission
+    assert kill_log[0][2] > 0 and all(k[2] < len(expected) for k in kill_log), kill_log
     got = {window_key(r): r for r in reader.first.values()}
     assert set(got) == set(expected), (len(set(expected) - set(got)), len(set(got) - set(expected)))
     for key, values in expected.items():
