@@ -546,6 +546,10 @@ class WindowSettings(Group):
     commit_interval_ms: Annotated[int, Env("DBOPT_WORKER_COMMIT_INTERVAL_MS")] = Field(
         1_000, ge=10, description="How often the windows stage writes its changelog and commits offsets (ms)"
     )
+    session_timeout_ms: Annotated[int, Env("DBOPT_WORKER_SESSION_TIMEOUT_MS")] = Field(
+        10_000, ge=6_000, le=300_000,
+        description="Kafka session timeout of the windows stage: a crashed worker's partitions move on after this (ms)",
+    )
 
     @model_validator(mode="after")
     def _hopping_is_whole_hops(self) -> Self:

@@ -153,3 +153,17 @@ def test_a_sketch_that_does_not_add_up_is_rejected_with_its_reason() -> None:
     assert read(service=" ").reason == "missing_field"  # type: ignore[attr-defined]
     assert read(wedding_id="w" * 300).reason == "too_large"  # type: ignore[attr-defined]
     assert isinstance(read(sketch_id="s-2"), SketchInput)
+
+
+def test_records_taken_in_while_the_watermark_waited_are_emitted() -> None:
+    """The first watermark comes after records (the other input held it): their windows still close."""
+    windows = PartitionWindows(0, SPEC, 10)
+    windows.hold(SKETCHES, True)  # e.g. the sketches partition's end not known yet
+    for i in range(6):
+        windows.add(Execution("svc", BASE + i * 60_000, 5.0, False, 1, None, STATEMENT), i)
+    assert windows.clock.horizon is None and not windows.due
+    windows.hold(SKETCHES, False)  # it turns out empty: the events' mark counts alone
+    assert windows.due
+    tumbling = [r for r in windows.closing(emitted_at=0).records if r.window_kind == "tumbling"]  # type: ignore[union-attr]
+    # the watermark is the last event (minute 5): minutes 0-3 are closed, 4 and 5 still in grace or open
+    assert sorted({r.window_start for r in tumbling}) == [BASE + i * 60_000 for i in range(4)]

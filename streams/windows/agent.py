@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
@@ -60,6 +60,7 @@ from streams.windows.engine import EVENTS, NO_TIME, SKETCHES, PartitionWindows, 
 from streams.windows.panes import WindowSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # compacted; short segments, so compaction keeps the restore of a partition short
@@ -122,6 +123,7 @@ class WindowsStage:
         self._broken = False
         # librdkafka's buffers bounded (8 MB each way, about 50,000 events): they count in the worker's memory
         self.consumer = clients.consumer(settings, windows.app_id, partition_assignment_strategy="range",
+                                         session_timeout_ms=windows.session_timeout_ms,
                                          queued_max_messages_kbytes=8 * 1024, fetch_max_bytes=8 * 1024 * 1024)  # fmt: skip
         self.producer = clients.producer(settings, linger_ms=5, compression_type="zstd",
                                          delivery_report_only_error=True, queue_buffering_max_kbytes=8 * 1024)  # fmt: skip
@@ -221,6 +223,9 @@ class WindowsStage:
             if not any(state.holds) and self._idle(partition, wall):
                 state.tick(wall_ms, windows.allowed_lateness_ms)
             self._emit(state)
+            clock = state.clock
+            log.debug("windows: partition %d holds %s marks %s watermark %s horizon %s emitted %s", partition,
+                      state.holds, clock.marks, clock.watermark, clock.horizon, clock.emitted)  # fmt: skip
         LIVE_KEYS.set(sum(len(state.statements) for state in self.states.values()))
         LIVE_PANES.set(sum(len(bucket) for state in self.states.values() for by_start in state.panes
                            for bucket in by_start.values()))  # fmt: skip
@@ -304,9 +309,10 @@ class WindowsStage:
             if held is not None and 0 <= held.changelog_end == self._changelog_end(partition):
                 self.states[partition] = held.state  # nobody wrote it since: the memory is current
             else:
-                self.states[partition] = self._restore(partition)
+                self.states[partition] = self._retrying(f"restoring partition {partition}",
+                                                        lambda p=partition: self._restore(p))  # type: ignore[misc]
         self._held.clear()
-        self._start_positions(partitions)
+        self._retrying("reading the committed offsets", lambda: self._start_positions(partitions))
         started = time.monotonic()
         for partition in numbers:  # a partition counts as quiet only after a full idle timeout
             for last in self._last_record:
@@ -328,6 +334,21 @@ class WindowsStage:
         for partition in {tp.partition for tp in partitions}:
             self.states.pop(partition, None)  # another member owns it now: nothing may be written
         log.warning("windows: lost partitions %s", sorted({tp.partition for tp in partitions}))
+
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        """``action``, tried again with backoff while the broker cannot answer (a restart, a leader
+        moving) — up to the session timeout: a rebalance callback must not end the stage for that."""
+        delay, deadline = 0.5, time.monotonic() + self.settings.windows.session_timeout_ms / 1000
+        while True:
+            try:
+                return action()
+            except KafkaException as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("windows: %s failed, trying again in %.1f s: %s", what, delay, exc)
+                self.health.beat()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _start_positions(self, partitions: list[TopicPartition]) -> None:
         """Where each assigned partition resumes: its committed offset, else its first offset."""

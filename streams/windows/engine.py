@@ -394,8 +394,10 @@ class PartitionWindows:
         clock = self.clock
         clock.watermark = watermark
         horizon = watermark - self._grace
-        if clock.horizon is None:  # the first record: no window can hold data yet
-            clock.horizon = clock.emitted = horizon
+        if clock.horizon is None:  # the first watermark: only windows that may hold data are still to emit
+            # (records may already be in panes: the watermark waited for the other input)
+            earliest = min((start for by_start in self.panes for start in by_start), default=horizon)
+            clock.horizon, clock.emitted = horizon, min(horizon, earliest)
             self._record_move(horizon)
         elif horizon >= self._next_end:  # a window end is crossed: verdicts change, windows close
             clock.horizon = horizon
