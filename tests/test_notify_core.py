@@ -203,7 +203,9 @@ def test_alert_message_has_what_people_need() -> None:
     n = from_alert(alert("critical", at=SATURDAY), CAL, ui_url="https://dbopt.example",
                    actions=[Action("cmd-1", "create_index", "applied", "dbopt_bookings_wedding_id")])
     facts = dict(n.message.facts)
-    assert n.message.title == "FIRING critical: booking-service (booking) p95 61.5 ms > SLO 50.0 ms"
+    assert n.message.title == (
+        "FIRING critical: booking-service (booking, query a6c3085224957fd8) p95 61.5 ms > SLO 50.0 ms"
+    )
     assert facts["Service"] == "booking-service" and facts["Context"] == "booking"
     assert facts["Latency"] == "p95 61.5 ms > SLO 50.0 ms"
     assert facts["Window"] == "2026-05-02 14:02:07–14:03:07 UTC"

@@ -170,7 +170,8 @@ def from_alert(alert: Alert, calendar: Calendar, *, ui_url: str | None = None,
                actions: Iterable[Action] = ()) -> Notification:
     figure, figure_fact = _figure(alert)
     state = alert.state.upper()
-    title = f"{state} {alert.severity}: {alert.service} ({alert.context}) {figure}"
+    where = alert.context + (f", query {alert.fingerprint}" if alert.fingerprint else "")  # one alert per query too
+    title = f"{state} {alert.severity}: {alert.service} ({where}) {figure}"
     what, label = _KIND_NAMES[alert.kind]
     summary = (f"dbopt {what} {alert.state} for {alert.service} in context {alert.context}: {figure_fact}"
                + (f". {alert.message}" if alert.message else ""))
