@@ -1,5 +1,5 @@
 """Detector (pure): SLO breaches and regressions of closed windows, with hysteresis."""
 
-from streams.detect.detector import Detector, Outcome, alert_id, severity
+from streams.detect.detector import Detector, SeriesChange, alert_id, severity
 
-__all__ = ["Detector", "Outcome", "alert_id", "severity"]
+__all__ = ["Detector", "SeriesChange", "alert_id", "severity"]

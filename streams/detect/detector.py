@@ -73,7 +73,7 @@ def _fresh_state() -> dict[str, Any]:
 
 
 @dataclass
-class Outcome:
+class SeriesChange:
     """What one window changes: the series' new state (to store) and the alerts (to send first)."""
 
     key: str
@@ -103,20 +103,20 @@ class Detector:
         self.apply(outcome)
         return outcome.alerts
 
-    def apply(self, outcome: Outcome) -> None:
+    def apply(self, outcome: SeriesChange) -> None:
         if outcome.state is not None:
             self.state[outcome.key] = outcome.state
 
-    def evaluate(self, window: WindowStats, now_ms: int) -> Outcome:
+    def evaluate(self, window: WindowStats, now_ms: int) -> SeriesChange:
         key = series_key(window)
         if window.window_kind not in self.config.window_kinds:
-            return Outcome(key, None)
+            return SeriesChange(key, None)
         previous = self.state.get(key)
         if previous is not None and previous["last_start"] is not None and window.window_start <= previous["last_start"]:
-            return Outcome(key, None)
+            return SeriesChange(key, None)
         state = json.loads(json.dumps(previous)) if previous is not None else _fresh_state()
         state["last_start"] = window.window_start
-        outcome = Outcome(key, state)
+        outcome = SeriesChange(key, state)
         if window.count < self.config.min_samples:
             return outcome
         judgements: dict[AlertKind, _Judgement] = {"slo": self._slo(window)}

@@ -37,7 +37,7 @@ from streams.records import Alert, WindowStats
 
 
 @dataclass
-class Outcome:
+class TrafficChange:
     """What one window changes: new state per key (store after sending) and the alerts (send first)."""
 
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -69,8 +69,8 @@ class TrafficDetector:
         self.rules = settings.alert_rules
         self.detect = settings.detect
 
-    def evaluate(self, window: WindowStats, state: Mapping[str, Any], now_ms: int) -> Outcome:
-        outcome = Outcome()
+    def evaluate(self, window: WindowStats, state: Mapping[str, Any], now_ms: int) -> TrafficChange:
+        outcome = TrafficChange()
         if window.fingerprint is not None or window.window_kind not in self.detect.window_kinds:
             return outcome
         self._errors(window, state.get(errors_key(window)), now_ms, outcome)
@@ -82,7 +82,7 @@ class TrafficDetector:
 
     # -- errors --------------------------------------------------------------------------------
 
-    def _errors(self, window: WindowStats, previous: dict[str, Any] | None, now_ms: int, outcome: Outcome) -> None:
+    def _errors(self, window: WindowStats, previous: dict[str, Any] | None, now_ms: int, outcome: TrafficChange) -> None:
         if previous is not None and window.window_start <= previous["last_start"]:
             return
         condition = previous["condition"] if previous else hysteresis.fresh()
@@ -107,7 +107,7 @@ class TrafficDetector:
 
     # -- surge ---------------------------------------------------------------------------------
 
-    def _surge(self, window: WindowStats, previous: dict[str, Any] | None, now_ms: int, outcome: Outcome) -> None:
+    def _surge(self, window: WindowStats, previous: dict[str, Any] | None, now_ms: int, outcome: TrafficChange) -> None:
         series = previous or {"open": None, "judged": None, "baseline": [], "condition": hysteresis.fresh()}
         open_ = series["open"]
         if series["judged"] is not None and window.window_start <= series["judged"]:
@@ -132,7 +132,7 @@ class TrafficDetector:
         outcome.state[surge_key(window)] = {**series, "open": new_open}
 
     def _judge(
-        self, window: WindowStats, series: dict[str, Any], done: dict[str, Any], now_ms: int, outcome: Outcome
+        self, window: WindowStats, series: dict[str, Any], done: dict[str, Any], now_ms: int, outcome: TrafficChange
     ) -> dict[str, Any]:
         rules = self.rules
         baseline: list[int] = series["baseline"]

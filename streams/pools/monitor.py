@@ -92,7 +92,7 @@ def _severity(criticality: str, bucket: int) -> str:
 
 
 @dataclass
-class Outcome:
+class PoolChange:
     """What one record changes: state entries to write (None: delete) and the alerts to send first."""
 
     state: dict[str, dict[str, Any] | int | None] = field(default_factory=dict)
@@ -166,17 +166,17 @@ class PoolMonitor:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def on_record(self, record: PoolSnapshot | ServerSnapshot, state: Mapping[str, Any], now_ms: int) -> Outcome:
+    def on_record(self, record: PoolSnapshot | ServerSnapshot, state: Mapping[str, Any], now_ms: int) -> PoolChange:
         if isinstance(record, PoolSnapshot):
             return self.on_pool(record, state, now_ms)
         return self.on_server(record, state, now_ms)
 
-    def on_pool(self, snap: PoolSnapshot, state: Mapping[str, Any], now_ms: int) -> Outcome:
+    def on_pool(self, snap: PoolSnapshot, state: Mapping[str, Any], now_ms: int) -> PoolChange:
         key = instance_key(snap.service, snap.pool_name, snap.instance_id)
         previous = state.get(key)
         if previous is not None and snap.snapshot_time <= previous["time"]:
-            return Outcome()
-        outcome = Outcome()
+            return PoolChange()
+        outcome = PoolChange()
         clock = max(snap.snapshot_time, state.get(CLOCK) or 0)
         outcome.state[CLOCK] = clock
         outcome.state[key] = self._instance(snap, previous)
@@ -186,12 +186,12 @@ class PoolMonitor:
         self._sweep(view, clock, now_ms, outcome)
         return outcome
 
-    def on_server(self, snap: ServerSnapshot, state: Mapping[str, Any], now_ms: int) -> Outcome:
+    def on_server(self, snap: ServerSnapshot, state: Mapping[str, Any], now_ms: int) -> PoolChange:
         key = server_key(snap.server)
         previous = state.get(key)
         if previous is not None and snap.snapshot_time <= previous["time"]:
-            return Outcome()
-        outcome = Outcome()
+            return PoolChange()
+        outcome = PoolChange()
         clock = max(snap.snapshot_time, state.get(CLOCK) or 0)
         outcome.state[CLOCK] = clock
         entry = dict(previous or {"max_connections": 0, "reserved": 0, "databases": [], "total_connections": 0,
@@ -249,7 +249,7 @@ class PoolMonitor:
         )
 
     def _judge_pool(self, service: str, pool: str, state: Mapping[str, Any], clock: int, cause: str, now_ms: int,
-                    outcome: Outcome) -> None:
+                    outcome: PoolChange) -> None:
         view = self.pool_view(service, pool, state, clock)
         key = pool_key(service, pool)
         entry = state.get(key) or {"service": service, "pool": pool, "condition": _fresh()}
@@ -318,7 +318,7 @@ class PoolMonitor:
 
     # -- sweeping: quiet pools, the budget ------------------------------------------------------
 
-    def _sweep(self, state: _Overlay, clock: int, now_ms: int, outcome: Outcome) -> None:
+    def _sweep(self, state: _Overlay, clock: int, now_ms: int, outcome: PoolChange) -> None:
         """Resolve alerts of pools whose instances all went quiet, forget long-gone instances,
         and judge every server's budget."""
         live = self._live(state, clock)
@@ -361,7 +361,7 @@ class PoolMonitor:
         )
 
     def _judge_budget(self, key: str, entry: dict[str, Any], state: Mapping[str, Any], live: list[dict[str, Any]],
-                      clock: int, now_ms: int, outcome: Outcome) -> None:
+                      clock: int, now_ms: int, outcome: PoolChange) -> None:
         if not entry["max_connections"]:
             return  # never read successfully: nothing to judge against
         view = self.budget_view(json.loads(key)[1], entry, live)

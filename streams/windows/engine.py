@@ -48,7 +48,7 @@ from streams.windows.aggregate import KeyKind, PaneKey, PaneStats, StatsKey, win
 from streams.windows.panes import Window, WindowSpec
 from streams.windows.sketch import MAPPING
 
-Outcome = Literal["applied", "late", "replayed"]
+Disposition = Literal["applied", "late", "replayed"]
 EVENTS, SKETCHES = 0, 1
 SOURCES = (EVENTS, SKETCHES)
 NO_TIME = -(2**62)  # watermark before the first record
@@ -143,7 +143,7 @@ class PartitionWindows:
 
     # --- records and ticks ------------------------------------------------------------------
 
-    def add(self, execution: Execution, offset: int) -> Outcome:
+    def add(self, execution: Execution, offset: int) -> Disposition:
         """One accepted execution of the events topic at ``offset``.
 
         ``late``: a window holding it was already emitted; it joins none (the caller dead-letters
@@ -175,7 +175,7 @@ class PartitionWindows:
         stats = self.panes[EVENTS].get(start, _EMPTY).get(key)
         if not isinstance(stats, PaneStats):  # new, or kept encoded
             stats = self._open_pane(EVENTS, start, key, stats)
-        outcome: Outcome = "replayed"
+        outcome: Disposition = "replayed"
         if stats.offset < offset:
             # QuantileSketch.add and PaneStats totals, inlined: this runs once per execution
             duration = execution.duration_ms
@@ -210,7 +210,7 @@ class PartitionWindows:
                 self._advance(watermark)
         return outcome
 
-    def add_sketch(self, sketch: SketchInput, offset: int) -> Outcome:
+    def add_sketch(self, sketch: SketchInput, offset: int) -> Disposition:
         """One accepted StatementSketch of the sketches topic at ``offset`` (verdicts as :meth:`add`)."""
         start = sketch.interval_start
         clock = self.clock
@@ -232,7 +232,7 @@ class PartitionWindows:
         stats = self.panes[SKETCHES].get(pane, _EMPTY).get(key)
         if not isinstance(stats, PaneStats):
             stats = self._open_pane(SKETCHES, pane, key, stats)
-        outcome: Outcome = "replayed"
+        outcome: Disposition = "replayed"
         if stats.offset < offset:
             stats.add_sketch(sketch.keys, sketch.counts, sketch.zeros, sketch.count, sketch.errors, sketch.rows,
                              sketch.sum_ms, sketch.min_ms, sketch.max_ms, offset)  # fmt: skip
@@ -374,7 +374,7 @@ class PartitionWindows:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _replay_verdict(self, source: int, offset: int, event_time: int) -> Outcome | None:
+    def _replay_verdict(self, source: int, offset: int, event_time: int) -> Disposition | None:
         clock = self.clock
         first = clock.horizon_at(source, offset)
         if first is not None and self.spec.is_late(event_time, first):
