@@ -24,7 +24,7 @@ from streams.commands import build_command, sign
 from streams.config import AdviseSettings, Settings
 from streams.demo.load import init_demo_db
 from streams.domain.calendar import Calendar
-from streams.execute.allowlist import validate
+from streams.execute.allowlist import check_statement
 from streams.execute.audit import Audit
 from streams.records import OptimizationResult
 
@@ -80,7 +80,7 @@ def literal_cost(url: str, statement: str, *indexes: str) -> float:
             return float(plan[0]["Plan"]["Total Cost"])
         finally:
             for create in indexes:
-                name = validate(create).index_name
+                name = check_statement(create).index_name
                 conn.execute(f"DROP INDEX IF EXISTS {name}")
 
 
@@ -164,7 +164,7 @@ def test_lower_email_gets_an_expression_index(infra: Settings, demo: str) -> Non
     assert proposal.candidate.columns[0].expression and proposal.candidate.column_names == ("lower(email)",)
     assert proposal.method == "HypoPG"
     create = proposal.candidate.create_sql()
-    assert "((lower(email)))" in create and validate(create).action == "create_index"
+    assert "((lower(email)))" in create and check_statement(create).action == "create_index"
     assert literal_cost(demo, LOWER, create) <= 0.5 * literal_cost(demo, LOWER)
 
 
@@ -245,7 +245,7 @@ def test_dead_tuples_get_a_vacuum_that_reduces_them(infra: Settings, demo: str) 
         # the executor runs it (here: the statement it would run) and reports it applied
         sweep.on_command(vacuum)
         with psycopg.connect(demo, autocommit=True) as conn:
-            conn.execute(validate(vacuum.sql).sql_to_run)
+            conn.execute(check_statement(vacuum.sql).sql_to_run)
         now = int(MONDAY_NOON.timestamp() * 1000)
         sweep.on_result(OptimizationResult(command_id=vacuum.command_id, status="applied", reason="", sql=vacuum.sql,
                                            finished_at=now))
@@ -328,7 +328,7 @@ def test_reindex_of_a_bloated_index_is_verified(infra: Settings, demo: str) -> N
         assert reindex.sql == "REINDEX (CONCURRENTLY) INDEX public.churn_id" and reindex.figure("bloat_ratio")
         sweep.on_command(reindex)
         with psycopg.connect(demo, autocommit=True) as conn:
-            conn.execute(validate(reindex.sql).sql_to_run)
+            conn.execute(check_statement(reindex.sql).sql_to_run)
         now = int(MONDAY_NOON.timestamp() * 1000)
         sweep.on_result(OptimizationResult(command_id=reindex.command_id, status="applied", reason="",
                                            sql=reindex.sql, finished_at=now))

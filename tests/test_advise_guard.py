@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from streams.execute import catalog
-from streams.execute.allowlist import Rejected, validate
+from streams.execute.allowlist import Refused, check_statement
 from streams.execute.audit import Audit
 
 pytestmark = pytest.mark.infra
@@ -37,8 +37,8 @@ def check(conn: psycopg.Connection, sql: str) -> str | None:
     audit = Audit(conn, "dbopt")
     audit.ensure()
     try:
-        catalog.check(conn, validate(sql), audit)
-    except Rejected as exc:
+        catalog.check(conn, check_statement(sql), audit)
+    except Refused as exc:
         return exc.reason
     return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pglast import parse_sql
 
-from streams.execute.allowlist import Name, Rejected, action_of, validate
+from streams.execute.allowlist import Name, Refused, action_of, check_statement
 
 REJECTED = [
     ("CREATE INDEX CONCURRENTLY i ON bookings (vendor_id); DROP TABLE bookings", "exactly one statement"),
@@ -53,13 +53,13 @@ REJECTED = [
 
 @pytest.mark.parametrize(("sql", "why"), REJECTED)
 def test_rejected_with_reason(sql: str, why: str) -> None:
-    with pytest.raises(Rejected) as info:
-        validate(sql)
+    with pytest.raises(Refused) as info:
+        check_statement(sql)
     assert why in info.value.reason
 
 
 def test_create_index_collects_functions_and_deparses() -> None:
-    stmt = validate(
+    stmt = check_statement(
         "create index concurrently dbopt_idx_b on public.bookings (vendor_id, lower(email)) "
         "/* comment */ where status in ('confirmed', 'pending') and coalesce(pg_catalog.abs(amount), 0) > 10"
     )
@@ -70,11 +70,11 @@ def test_create_index_collects_functions_and_deparses() -> None:
     assert "comment" not in stmt.sql_to_run
     assert len(parse_sql(stmt.sql_to_run)) == 1
     # what runs is PostgreSQL's own rendering of the parse tree, and is stable under re-validation
-    assert validate(stmt.sql_to_run).sql_to_run == stmt.sql_to_run
+    assert check_statement(stmt.sql_to_run).sql_to_run == stmt.sql_to_run
 
 
 def test_volatile_calls_are_collected_for_the_catalog_check() -> None:
-    stmt = validate("CREATE INDEX CONCURRENTLY i ON bookings ((pg_sleep(1)::text))")
+    stmt = check_statement("CREATE INDEX CONCURRENTLY i ON bookings ((pg_sleep(1)::text))")
     assert Name(None, "pg_sleep") in stmt.functions_to_check
 
 
@@ -92,7 +92,7 @@ def test_volatile_calls_are_collected_for_the_catalog_check() -> None:
     ],
 )
 def test_allowed(sql: str, action: str, target: Name, kind: str) -> None:
-    stmt = validate(sql)
+    stmt = check_statement(sql)
     assert (stmt.action, stmt.target, stmt.target_kind) == (action, target, kind)
     assert action_of(sql) == action
 
@@ -105,9 +105,9 @@ def test_action_of_unknown_for_anything_else() -> None:
 
 
 def test_index_probe_parts_for_the_catalog() -> None:
-    stmt = validate("CREATE INDEX CONCURRENTLY i ON vendors USING gin (name gin_trgm_ops, (lower(email)) COLLATE \"C\") "
+    stmt = check_statement("CREATE INDEX CONCURRENTLY i ON vendors USING gin (name gin_trgm_ops, (lower(email)) COLLATE \"C\") "
                     "WHERE status = 'x'")
     assert stmt.method == "gin" and stmt.opclasses == (Name(None, "gin_trgm_ops"),)
     assert stmt.extensions == ("pg_trgm",)
     assert stmt.probe_expressions == ("name", 'lower(email) COLLATE "C"', "status = 'x'")
-    assert validate("ANALYZE t").probe_expressions == ()
+    assert check_statement("ANALYZE t").probe_expressions == ()

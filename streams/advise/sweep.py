@@ -33,7 +33,7 @@ from streams.advise.evaluate import Proposal
 from streams.commands import build_command, sign
 from streams.config import Settings, database_url_of, settings_database
 from streams.domain.calendar import Calendar
-from streams.execute.allowlist import Rejected, validate
+from streams.execute.allowlist import Refused, check_statement
 from streams.records import OptimizationCommand, OptimizationResult
 
 log = logging.getLogger("dbopt.advisor")
@@ -121,8 +121,8 @@ class Sweeper:
         if command.origin != "advisor" or command.action not in MAINTENANCE or not command.evidence:
             return
         try:
-            target = validate(command.sql).target
-        except Rejected:
+            target = check_statement(command.sql).target
+        except Refused:
             return
         schema, _, table = (command.table or "").rpartition(".")
         self.commands[command.command_id] = PendingCheck(

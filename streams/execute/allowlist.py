@@ -98,8 +98,9 @@ _ALLOWED_SUMMARY = (
 )
 
 
-class Rejected(ValueError):
-    """The statement is not allowed; ``reason`` says exactly why."""
+class Refused(ValueError):
+    """dbopt refuses the command: its statement is not allowed (or, from the catalog and executor checks,
+    not safe to run); ``reason`` says exactly why."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -156,14 +157,14 @@ def _classify(stmt: ast.Node | None) -> str:
     return UNKNOWN_ACTION
 
 
-def validate(sql: str, protected_schemas: Iterable[str] = ("dbopt",)) -> ValidatedStatement:
-    """The statement, checked and re-deparsed; raises :class:`Rejected` with the reason."""
+def check_statement(sql: str, protected_schemas: Iterable[str] = ("dbopt",)) -> ValidatedStatement:
+    """The statement, checked and re-deparsed; raises :class:`Refused` with the reason."""
     try:
         statements = parse_sql(sql)
     except ParseError as exc:
-        raise Rejected(f"not valid SQL: {exc}") from None
+        raise Refused(f"not valid SQL: {exc}") from None
     if len(statements) != 1:
-        raise Rejected(f"exactly one statement is allowed, got {len(statements)}")
+        raise Refused(f"exactly one statement is allowed, got {len(statements)}")
     stmt = statements[0].stmt
     protected = frozenset(protected_schemas)
     if isinstance(stmt, ast.IndexStmt):
@@ -176,7 +177,7 @@ def validate(sql: str, protected_schemas: Iterable[str] = ("dbopt",)) -> Validat
         checked = _reindex(stmt, protected)
     else:
         what = _STATEMENT_NAMES.get(type(stmt), type(stmt).__name__)
-        raise Rejected(f"{what} is not allowed; {_ALLOWED_SUMMARY}")
+        raise Refused(f"{what} is not allowed; {_ALLOWED_SUMMARY}")
     _same_statement_after_deparse(stmt, checked.sql_to_run)
     return checked
 
@@ -186,16 +187,16 @@ def validate(sql: str, protected_schemas: Iterable[str] = ("dbopt",)) -> Validat
 
 def _create_index(stmt: ast.IndexStmt, protected: frozenset[str]) -> ValidatedStatement:
     if not stmt.concurrent:
-        raise Rejected("CREATE INDEX without CONCURRENTLY is not allowed: it blocks writes to the table while it builds")
+        raise Refused("CREATE INDEX without CONCURRENTLY is not allowed: it blocks writes to the table while it builds")
     if stmt.unique or stmt.primary or stmt.isconstraint:
-        raise Rejected("UNIQUE indexes are not allowed: they change which writes the table accepts")
+        raise Refused("UNIQUE indexes are not allowed: they change which writes the table accepts")
     if not stmt.idxname:
-        raise Rejected("CREATE INDEX needs an explicit index name, so that its rollback can drop it")
+        raise Refused("CREATE INDEX needs an explicit index name, so that its rollback can drop it")
     _identifier(stmt.idxname, "index name")
     if stmt.tableSpace:
-        raise Rejected("a TABLESPACE clause is not allowed")
+        raise Refused("a TABLESPACE clause is not allowed")
     if stmt.accessMethod not in INDEX_METHODS:
-        raise Rejected(f"index method {stmt.accessMethod!r} is not allowed (use one of {sorted(INDEX_METHODS)})")
+        raise Refused(f"index method {stmt.accessMethod!r} is not allowed (use one of {sorted(INDEX_METHODS)})")
     table = _relation(stmt.relation, protected, "table")
     functions: list[Name] = []
     for element in (*(stmt.indexParams or ()), *(stmt.indexIncludingParams or ())):
@@ -238,17 +239,17 @@ def _drop_index(stmt: ast.DropStmt, protected: frozenset[str]) -> ValidatedState
     assert stmt.removeType is not None  # the parser names the kind of every DROP
     kind = enums.ObjectType(stmt.removeType).name.removeprefix("OBJECT_").replace("_", " ")
     if stmt.removeType != enums.ObjectType.OBJECT_INDEX:
-        raise Rejected(f"DROP {kind} is not allowed: only DROP INDEX CONCURRENTLY of an index dbopt created")
+        raise Refused(f"DROP {kind} is not allowed: only DROP INDEX CONCURRENTLY of an index dbopt created")
     if not stmt.concurrent:
-        raise Rejected("DROP INDEX without CONCURRENTLY is not allowed: it blocks the table while it runs")
+        raise Refused("DROP INDEX without CONCURRENTLY is not allowed: it blocks the table while it runs")
     if stmt.behavior == enums.DropBehavior.DROP_CASCADE:
-        raise Rejected("DROP INDEX ... CASCADE is not allowed: it can drop dependent objects")
+        raise Refused("DROP INDEX ... CASCADE is not allowed: it can drop dependent objects")
     objects = stmt.objects or ()
     if len(objects) != 1:
-        raise Rejected(f"DROP INDEX must name exactly one index, got {len(objects)}")
+        raise Refused(f"DROP INDEX must name exactly one index, got {len(objects)}")
     parts = [part.sval for part in objects[0]]
     if len(parts) > 2:
-        raise Rejected("a database-qualified index name is not allowed")
+        raise Refused("a database-qualified index name is not allowed")
     index = Name(parts[0] if len(parts) == 2 else None, parts[-1])
     _check_name(index, protected, "index")
     return ValidatedStatement("drop_index", RawStream()(stmt), index, "index")
@@ -259,11 +260,11 @@ def _vacuum(stmt: ast.VacuumStmt, protected: frozenset[str]) -> ValidatedStateme
     verb = action.upper()
     for option in stmt.options or ():
         if option.defname == "full":
-            raise Rejected("VACUUM FULL is not allowed: it rewrites the table under an exclusive lock")
+            raise Refused("VACUUM FULL is not allowed: it rewrites the table under an exclusive lock")
         _identifier(option.defname, f"{verb} option")
     relations = stmt.rels or ()
     if len(relations) != 1:
-        raise Rejected(f"{verb} must name exactly one table, got {len(relations)}")
+        raise Refused(f"{verb} must name exactly one table, got {len(relations)}")
     table = _relation(relations[0].relation, protected, "table")
     for column in relations[0].va_cols or ():
         _identifier(column.sval, "column")
@@ -276,17 +277,17 @@ def _reindex(stmt: ast.ReindexStmt, protected: frozenset[str]) -> ValidatedState
         if param.defname == "concurrently":
             concurrently = _option_is_true(param)
         elif param.defname == "tablespace":
-            raise Rejected("REINDEX ... TABLESPACE is not allowed")
+            raise Refused("REINDEX ... TABLESPACE is not allowed")
         else:
             _identifier(param.defname, "REINDEX option")
     if not concurrently:
-        raise Rejected("REINDEX without CONCURRENTLY is not allowed: it blocks writes while it rebuilds")
+        raise Refused("REINDEX without CONCURRENTLY is not allowed: it blocks writes while it rebuilds")
     kinds: dict[enums.ReindexObjectType | None, str] = {
         enums.ReindexObjectType.REINDEX_OBJECT_INDEX: "index", enums.ReindexObjectType.REINDEX_OBJECT_TABLE: "table"
     }
     kind = kinds.get(stmt.kind)
     if kind is None:
-        raise Rejected("only REINDEX INDEX or REINDEX TABLE is allowed (not SCHEMA, DATABASE or SYSTEM)")
+        raise Refused("only REINDEX INDEX or REINDEX TABLE is allowed (not SCHEMA, DATABASE or SYSTEM)")
     target = _relation(stmt.relation, protected, kind)
     return ValidatedStatement("reindex", RawStream()(stmt), target, kind)
 
@@ -296,10 +297,10 @@ def _reindex(stmt: ast.ReindexStmt, protected: frozenset[str]) -> ValidatedState
 
 def _identifier(name: str | None, what: str) -> str:
     if not name:
-        raise Rejected(f"empty {what}")
+        raise Refused(f"empty {what}")
     for ch in name:
         if not (ch.isalnum() or ch in "_$"):
-            raise Rejected(
+            raise Refused(
                 f"{what} {name!r} contains {ch!r}: possible injection through a quoted identifier "
                 "(identifiers may hold only letters, digits, _ and $)"
             )
@@ -310,19 +311,19 @@ def _check_name(name: Name, protected: frozenset[str], what: str) -> None:
     if name.schema is not None:
         _identifier(name.schema, "schema name")
         if name.schema in SYSTEM_SCHEMAS or name.schema.startswith("pg_"):
-            raise Rejected(f"{what} {name} is in system schema {name.schema}: system catalogs are never touched")
+            raise Refused(f"{what} {name} is in system schema {name.schema}: system catalogs are never touched")
         if name.schema in protected:
-            raise Rejected(f"{what} {name} is in dbopt's own schema {name.schema}")
+            raise Refused(f"{what} {name} is in dbopt's own schema {name.schema}")
     _identifier(name.name, f"{what} name")
     if name.name.startswith("pg_"):
-        raise Rejected(f"{what} {name} looks like a system catalog (pg_*): system catalogs are never touched")
+        raise Refused(f"{what} {name} looks like a system catalog (pg_*): system catalogs are never touched")
 
 
 def _relation(rangevar: ast.RangeVar | None, protected: frozenset[str], what: str) -> Name:
     if rangevar is None:
-        raise Rejected(f"a {what} must be named")
+        raise Refused(f"a {what} must be named")
     if rangevar.catalogname:
-        raise Rejected(f"a database-qualified {what} name is not allowed")
+        raise Refused(f"a database-qualified {what} name is not allowed")
     name = Name(rangevar.schemaname, rangevar.relname or "")  # an empty name is rejected below
     _check_name(name, protected, what)
     return name
@@ -351,13 +352,13 @@ class _ExpressionCheck(Visitor):
 
     def visit(self, ancestors: Any, node: ast.Node) -> None:
         if isinstance(node, ast.SubLink):
-            raise Rejected(f"a subquery in the {self.where} is not allowed")
+            raise Refused(f"a subquery in the {self.where} is not allowed")
         if not isinstance(node, _EXPRESSION_NODES):
-            raise Rejected(f"{type(node).__name__} in the {self.where} is not allowed")
+            raise Refused(f"{type(node).__name__} in the {self.where} is not allowed")
         if isinstance(node, ast.ColumnRef):
             for part in node.fields or ():
                 if not isinstance(part, ast.String):
-                    raise Rejected(f"'*' in the {self.where} is not allowed")
+                    raise Refused(f"'*' in the {self.where} is not allowed")
                 _identifier(part.sval, "column")
         elif isinstance(node, ast.IndexElem):
             if node.name:
@@ -372,10 +373,10 @@ class _ExpressionCheck(Visitor):
 
     def _function(self, node: ast.FuncCall) -> None:
         if node.over is not None or node.agg_star or node.agg_order or node.agg_filter is not None:
-            raise Rejected(f"aggregate or window calls in the {self.where} are not allowed")
+            raise Refused(f"aggregate or window calls in the {self.where} are not allowed")
         parts = [_identifier(part.sval, "function name") for part in node.funcname or ()]
         if len(parts) > 2:
-            raise Rejected(f"function name {'.'.join(parts)} has too many parts")
+            raise Refused(f"function name {'.'.join(parts)} has too many parts")
         self.functions.append(Name(parts[0] if len(parts) == 2 else None, parts[-1]))
 
 
@@ -389,4 +390,4 @@ def _same_statement_after_deparse(original: ast.Node, sql_to_run: str) -> None:
     """Belt and braces: what runs must parse back to one statement of the same kind."""
     again = parse_sql(sql_to_run)
     if len(again) != 1 or type(again[0].stmt) is not type(original):
-        raise Rejected("the statement does not survive a parse/deparse round trip")
+        raise Refused("the statement does not survive a parse/deparse round trip")

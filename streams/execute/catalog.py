@@ -2,7 +2,7 @@
 
 The allowlist (pure) cannot know whether a table exists, is a user table, has room for another
 index, whether a function is IMMUTABLE, or whether dbopt made the index a DROP names: this
-module asks ``pg_catalog`` and the audit table, and raises :class:`Rejected` with the reason.
+module asks ``pg_catalog`` and the audit table, and raises :class:`Refused` with the reason.
 Names are resolved by PostgreSQL itself (``to_regclass``) on the session the statement then runs
 on, so what is checked is exactly what the statement will touch. That session's search path is
 pinned to ``DBOPT_DATABASE_SEARCH_PATH`` (:func:`streams.db.connect`), never the role's default
@@ -21,7 +21,7 @@ from psycopg import sql
 
 from streams.commands import normalized_sql
 
-from .allowlist import ALLOWED_EXTENSIONS, SYSTEM_SCHEMAS, Name, Rejected, ValidatedStatement
+from .allowlist import ALLOWED_EXTENSIONS, SYSTEM_SCHEMAS, Name, Refused, ValidatedStatement
 from .audit import Audit, AuditRow
 
 _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
@@ -80,14 +80,14 @@ def _require(conn: psycopg.Connection[Any], name: Name | int, protected: str, wh
     """The relation, which must exist, be outside system and dbopt schemas, and be of ``kind``."""
     relation = _resolve(conn, name)
     if relation is None:
-        raise Rejected(f"{what} {name} does not exist")
+        raise Refused(f"{what} {name} does not exist")
     if relation.schema in SYSTEM_SCHEMAS or relation.schema.startswith("pg_"):
-        raise Rejected(f"{what} {relation.qualified} is a system catalog: system catalogs are never touched")
+        raise Refused(f"{what} {relation.qualified} is a system catalog: system catalogs are never touched")
     if relation.schema == protected:
-        raise Rejected(f"{what} {relation.qualified} is in dbopt's own schema")
+        raise Refused(f"{what} {relation.qualified} is in dbopt's own schema")
     if relation.kind != kind:
         found = _RELKINDS.get(relation.kind, relation.kind)
-        raise Rejected(f"{relation.qualified} is a {found}, not {'an ordinary user table' if kind == 'r' else 'an index'}")
+        raise Refused(f"{relation.qualified} is a {found}, not {'an ordinary user table' if kind == 'r' else 'an index'}")
     return relation
 
 
@@ -104,7 +104,7 @@ def _builtin_only(conn: psycopg.Connection[Any], stmt: ValidatedStatement, table
     the exact functions, operators, types and collations chosen; the transaction is rolled back."""
     for extension in stmt.extensions:
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (extension,)).fetchone() is None:
-            raise Rejected(
+            raise Refused(
                 f"the index needs extension {extension}, which is not installed in this database; dbopt never "
                 f"creates extensions: a human can run CREATE EXTENSION {extension} and resubmit"
             )
@@ -122,9 +122,9 @@ def _builtin_only(conn: psycopg.Connection[Any], stmt: ValidatedStatement, table
             {"name": opclass.name, "schema": opclass.schema, "method": stmt.method, "allowed": allowed},
         ).fetchone()
         if row is None:
-            raise Rejected(f"operator class {opclass} does not exist for index method {stmt.method}")
+            raise Refused(f"operator class {opclass} does not exist for index method {stmt.method}")
         if row[0] != "pg_catalog" and not row[1]:
-            raise Rejected(f"operator class {opclass} is not built in (schema {row[0]}): {_BUILTIN_RULE}")
+            raise Refused(f"operator class {opclass} is not built in (schema {row[0]}): {_BUILTIN_RULE}")
     if not stmt.probe_expressions:
         return
     columns = sql.SQL(", ").join(
@@ -137,7 +137,7 @@ def _builtin_only(conn: psycopg.Connection[Any], stmt: ValidatedStatement, table
         except psycopg.Error as exc:
             if conn.broken:
                 raise
-            raise Rejected(f"the index expression is not valid here: {exc.diag.message_primary}") from None
+            raise Refused(f"the index expression is not valid here: {exc.diag.message_primary}") from None
         rows = conn.execute(
             "SELECT o.type, o.schema, o.identity, " + member.format(cls="d.refclassid", oid="d.refobjid") + " "
             "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
@@ -158,13 +158,13 @@ def _builtin_only(conn: psycopg.Connection[Any], stmt: ValidatedStatement, table
         ).fetchall()
     for proname, volatility in calls:
         if volatility != "i":
-            raise Rejected(
+            raise Refused(
                 f"function {proname} is {_VOLATILITY.get(volatility, volatility)}, not IMMUTABLE: an index may only "
                 "call functions without side effects whose result never changes"
             )
     for kind, schema, identity, in_extension in rows:
         if schema != "pg_catalog" and not in_extension:
-            raise Rejected(f"{kind} {identity} is not built in (schema {schema}): {_BUILTIN_RULE}")
+            raise Refused(f"{kind} {identity} is not built in (schema {schema}): {_BUILTIN_RULE}")
 
 
 _BUILTIN_RULE = (
@@ -182,7 +182,7 @@ def _index(conn: psycopg.Connection[Any], name: Name, protected: str) -> tuple[_
 
 
 def check(conn: psycopg.Connection[Any], stmt: ValidatedStatement, audit: Audit) -> Facts:
-    """The catalog facts of ``stmt``; raises :class:`Rejected` when the catalog forbids it."""
+    """The catalog facts of ``stmt``; raises :class:`Refused` when the catalog forbids it."""
     protected = audit.schema
     if stmt.target_kind == "table":
         table = _require(conn, stmt.target, protected, "table", "r")
@@ -193,7 +193,7 @@ def check(conn: psycopg.Connection[Any], stmt: ValidatedStatement, audit: Audit)
             "SELECT format('%%I.%%I', %s::text, %s::text)", (table.schema, stmt.index_name)
         ).fetchone()[0]  # type: ignore[index]
         if _resolve(conn, Name(table.schema, stmt.index_name)) is not None:
-            raise Rejected(f"a relation named {new_index} already exists")
+            raise Refused(f"a relation named {new_index} already exists")
         _builtin_only(conn, stmt, table)
         drop = sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(table.schema, stmt.index_name))
         return Facts(table.qualified, new_index, _index_count(conn, table.oid), rollback_sql=normalized_sql(drop.as_string(conn)))
@@ -202,5 +202,5 @@ def check(conn: psycopg.Connection[Any], stmt: ValidatedStatement, audit: Audit)
         return Facts(table.qualified, index.qualified)
     creator = audit.index_creator(index.qualified)
     if creator is None:
-        raise Rejected(f"index {index.qualified} was not created by dbopt (no live create_index in the audit table)")
+        raise Refused(f"index {index.qualified} was not created by dbopt (no live create_index in the audit table)")
     return Facts(table.qualified, index.qualified, creator=creator, rollback_sql=creator.sql)

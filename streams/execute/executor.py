@@ -48,7 +48,7 @@ from streams.records import OptimizationCommand, OptimizationResult
 from streams.serde import DecodeError
 
 from . import catalog
-from .allowlist import Rejected, ValidatedStatement, validate
+from .allowlist import Refused, ValidatedStatement, check_statement
 from .audit import Audit, AuditRow
 from .policy import Request, decide
 from .results import from_row, unverified
@@ -251,7 +251,7 @@ class Executor:
             return self._finish(record, "rejected", f"recommendation for a human, never run by dbopt: {record.reason}")
         try:
             stmt, facts, original = self._check(record)
-        except Rejected as exc:
+        except Refused as exc:
             return self._finish(record, "rejected", exc.reason)
         decision = decide(
             Request(
@@ -309,12 +309,12 @@ class Executor:
         expected = command_id(record.origin, record.action, record.sql, record.rollback_of, record.created_at,
                               record.database)
         if expected != record.command_id:
-            raise Rejected("command_id does not match the command's origin, action and statement")
+            raise Refused("command_id does not match the command's origin, action and statement")
         if record.emergency and record.origin != "operator":
-            raise Rejected(f"only an operator may mark a command as emergency (origin {record.origin!r})")
-        stmt = validate(record.sql, protected_schemas=(self.cfg.audit_schema,))
+            raise Refused(f"only an operator may mark a command as emergency (origin {record.origin!r})")
+        stmt = check_statement(record.sql, protected_schemas=(self.cfg.audit_schema,))
         if record.action != stmt.action:
-            raise Rejected(f"the command says {record.action!r} but its statement is {stmt.action!r}")
+            raise Refused(f"the command says {record.action!r} but its statement is {stmt.action!r}")
         facts = catalog.check(self.conn, stmt, self.audit)
         original = None
         if record.rollback_of:
@@ -326,12 +326,12 @@ class Executor:
         original = self.audit.get(record.rollback_of)
         if original is None or original.status not in ("applied", "kept"):
             state = "unknown" if original is None else original.status
-            raise Rejected(f"rollback_of {record.rollback_of} is not an applied command (it is {state})")
+            raise Refused(f"rollback_of {record.rollback_of} is not an applied command (it is {state})")
         if original.action == "create_index":
             if facts.creator is None or facts.creator.command_id != original.command_id:
-                raise Rejected(f"this statement does not drop the index command {original.command_id} created")
+                raise Refused(f"this statement does not drop the index command {original.command_id} created")
         elif not original.rollback_sql or normalized_sql(original.rollback_sql) != stmt.sql_to_run:
-            raise Rejected(f"this statement is not the rollback recorded for command {original.command_id}")
+            raise Refused(f"this statement is not the rollback recorded for command {original.command_id}")
         return original
 
     # -- deferred commands ------------------------------------------------------------------
