@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from streams.domain.calendar import Calendar
-from streams.execute.policy import Decision, Request, decide
+from streams.execute.policy import PolicyDecision, Request, decide
 
 WEDNESDAY_MARCH = datetime(2027, 3, 17, 12, tzinfo=timezone.utc)  # off season, no freeze
 WEDNESDAY_JULY = datetime(2026, 7, 15, 12, tzinfo=timezone.utc)  # peak season
@@ -15,7 +15,7 @@ SATURDAY_NOON = datetime(2027, 3, 20, 12, tzinfo=timezone.utc)
 
 
 def run(request: Request, when: datetime = WEDNESDAY_MARCH, level: str = "moderate",
-        busy: frozenset[str] = frozenset()) -> Decision:
+        busy: frozenset[str] = frozenset()) -> PolicyDecision:
     calendar = Calendar("UTC", ("sat",), clock=lambda: when)
     return decide(request, aggressiveness=level, max_indexes_per_table=10, busy_tables=busy, calendar=calendar)
 

@@ -16,7 +16,7 @@ from streams.serve.actions import ActionError, Actions
 from streams.serve.auth import Authenticator, User, hash_password, parse_users
 from streams.serve.chart import render
 from streams.serve.store import Store
-from streams.serve.view import AuditEntry, Decision, View, recommendation_reason, status_colour
+from streams.serve.view import AuditEntry, OperatorDecision, View, recommendation_reason, status_colour
 
 NOW = 1_773_748_800_000  # 2026-03-17T12:00Z, a Tuesday in the off season
 WEDNESDAY = datetime(2026, 3, 18, 12, tzinfo=timezone.utc)
@@ -166,7 +166,7 @@ def test_recommendations_follow_the_policy_and_the_decisions() -> None:
     recs = v.recommendations()
     assert [(r.id, r.state) for r in recs] == [(drop.command_id, "pending")]
     assert "not applied automatically at aggressiveness moderate" in recs[0].why
-    v.add_decision(Decision(drop.command_id, "dismissed", "olivia", NOW, None))
+    v.add_decision(OperatorDecision(drop.command_id, "dismissed", "olivia", NOW, None))
     assert [(r.state, r.decision.decided_by) for r in v.recommendations()] == [("dismissed", "olivia")]  # type: ignore[union-attr]
 
     rec = view("recommend")

@@ -19,7 +19,7 @@ import psycopg
 
 from streams.advise.analysis import QueryShape, UnsupportedStatement, analyze_sql
 from streams.advise.candidates import analyze_statement
-from streams.advise.evaluate import Decision, EvaluationError, Evaluator, QueryEvaluation, QueryInput
+from streams.advise.evaluate import AdvisorDecision, EvaluationError, Evaluator, QueryEvaluation, QueryInput
 from streams.config import load_settings
 from streams.sql import SqlParseError, normalize
 
@@ -76,7 +76,7 @@ def _evaluation_lines(ev: QueryEvaluation) -> list[str]:
     return lines
 
 
-def _decision_lines(decision: Decision) -> list[str]:
+def _decision_lines(decision: AdvisorDecision) -> list[str]:
     lines = ["decision:"]
     for p in decision.proposals:
         lines += [
@@ -94,12 +94,12 @@ def _decision_lines(decision: Decision) -> list[str]:
     return lines
 
 
-def _as_json(shape: QueryShape, ev: QueryEvaluation | None, decision: Decision | None, error: str | None) -> str:
+def _as_json(shape: QueryShape, ev: QueryEvaluation | None, decision: AdvisorDecision | None, error: str | None) -> str:
     return json.dumps(analysis_document(shape, ev, decision, error), indent=2, default=str)
 
 
 def analysis_document(
-    shape: QueryShape, ev: QueryEvaluation | None, decision: Decision | None, error: str | None
+    shape: QueryShape, ev: QueryEvaluation | None, decision: AdvisorDecision | None, error: str | None
 ) -> dict[str, Any]:
     """The analysis as one JSON-able document (``--json``, and ``POST /api/analyze`` of dbopt serve)."""
     doc: dict[str, Any] = {"shape": asdict(shape), "error": error}
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = load_settings()
     ev: QueryEvaluation | None = None
-    decision: Decision | None = None
+    decision: AdvisorDecision | None = None
     error: str | None = None
     try:
         evaluator = Evaluator.connect(settings, args.database_url)

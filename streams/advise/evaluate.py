@@ -190,7 +190,10 @@ class Proposal:
 
 
 @dataclass(slots=True)
-class Decision:
+class AdvisorDecision:
+    """What the advisor decides for the queries it evaluated: indexes to propose, tables to analyze,
+    candidates it turned down, fingerprints nothing helps, extensions a human may install."""
+
     proposals: list[Proposal] = field(default_factory=list)
     analyze: list[tuple[TableStats, str]] = field(default_factory=list)  # (table, why stale)
     rejected: list[tuple[IndexCandidate, str]] = field(default_factory=list)
@@ -257,10 +260,10 @@ def choose(
     evaluations: Iterable[QueryEvaluation],
     settings: AdviseSettings,
     write_rates: Mapping[str, float] | None = None,
-) -> Decision:
+) -> AdvisorDecision:
     """The fewest indexes that serve the most expensive queries (pure; see module docstring)."""
     write_rates = write_rates or {}
-    decision = Decision()
+    decision = AdvisorDecision()
     serves: dict[str, list[tuple[QueryEvaluation, CandidateCost]]] = {}
     by_key: dict[str, CandidateCost] = {}
     evaluations = list(evaluations)
@@ -704,7 +707,7 @@ class Evaluator:
 
     def advise(
         self, queries: Iterable[QueryInput], write_rates: Mapping[str, float] | None = None
-    ) -> tuple[Decision, list[QueryEvaluation]]:
+    ) -> tuple[AdvisorDecision, list[QueryEvaluation]]:
         """Evaluate every query, choose the indexes, and list the tables with stale statistics."""
         queries = list(queries)
         shapes = []

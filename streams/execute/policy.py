@@ -36,21 +36,21 @@ BUSY_RETRY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
-class Decision:
+class PolicyDecision:
     verdict: str  # "allow" | "reject" | "defer"
     reason: str
     until: datetime | None = None  # defer: when to look again (None: only an operator can unblock it)
 
     @classmethod
-    def allow(cls, reason: str) -> "Decision":
+    def allow(cls, reason: str) -> "PolicyDecision":
         return cls("allow", reason)
 
     @classmethod
-    def reject(cls, reason: str) -> "Decision":
+    def reject(cls, reason: str) -> "PolicyDecision":
         return cls("reject", reason)
 
     @classmethod
-    def defer(cls, reason: str, until: datetime | None) -> "Decision":
+    def defer(cls, reason: str, until: datetime | None) -> "PolicyDecision":
         return cls("defer", reason, until)
 
 
@@ -92,34 +92,34 @@ def decide(
     max_indexes_per_table: int,
     busy_tables: frozenset[str],
     calendar: Calendar,
-) -> Decision:
+) -> PolicyDecision:
     now = calendar.now()
     season = calendar.season(now)
     level = effective_aggressiveness(aggressiveness, season)
     waits = needs_approval(request, aggressiveness, season)
     if waits is not None:  # recommend: deferred until a person decides; other levels: rejected
-        return Decision.defer(waits, None) if aggressiveness == RECOMMEND else Decision.reject(waits)
+        return PolicyDecision.defer(waits, None) if aggressiveness == RECOMMEND else PolicyDecision.reject(waits)
     if (
         request.action == "create_index"
         and request.index_count is not None
         and request.index_count >= max_indexes_per_table
     ):
-        return Decision.reject(
+        return PolicyDecision.reject(
             f"table {request.table} already has {request.index_count} indexes "
             f"(at most {max_indexes_per_table} per table)"
         )
     if request.table is not None and request.table in busy_tables:
-        return Decision.defer(f"another operation on {request.table} is in progress", now + BUSY_RETRY)
+        return PolicyDecision.defer(f"another operation on {request.table} is in progress", now + BUSY_RETRY)
     criticality = calendar.criticality(request.emergency, now)
     if calendar.is_freeze_day(now):
         day = now.strftime("%a").lower()
         if request.emergency:
-            return Decision.allow(f"emergency command passes the {day} freeze (criticality {criticality.name})")
+            return PolicyDecision.allow(f"emergency command passes the {day} freeze (criticality {criticality.name})")
         until = calendar.freeze_ends(now)
         when = until.isoformat() if until else "an operator sends it as an emergency (every day is frozen)"
-        return Decision.defer(
+        return PolicyDecision.defer(
             f"{day} is a freeze day (wedding day, criticality {criticality.name}, {calendar.timezone}): "
             f"no automatic schema change; deferred until {when}",
             until,
         )
-    return Decision.allow(f"allowed at aggressiveness {level}, {season} season, criticality {criticality.name}")
+    return PolicyDecision.allow(f"allowed at aggressiveness {level}, {season} season, criticality {criticality.name}")

@@ -24,7 +24,7 @@ from prometheus_client import Counter
 
 from streams.advise.analysis import UnsupportedStatement, analyze_sql
 from streams.advise.cli import analysis_document
-from streams.advise.evaluate import Decision as AdviceDecision, EvaluationError, Evaluator, QueryEvaluation, QueryInput
+from streams.advise.evaluate import AdvisorDecision, EvaluationError, Evaluator, QueryEvaluation, QueryInput
 from streams.commands import CommandKeyError, build_command, command_key, sign
 from streams.config import Settings
 from streams.execute.allowlist import action_of
@@ -34,7 +34,7 @@ from streams.sql import SqlParseError, normalize
 
 from .auth import User
 from .store import Store
-from .view import Decision, View
+from .view import OperatorDecision, View
 
 log = logging.getLogger("dbopt.serve")
 DECISIONS = Counter("dbopt_serve_decisions", "Recommendations decided in dbopt serve, by decision.", ["decision"])
@@ -78,7 +78,7 @@ class Actions:
             raise ActionError(409, f"recommendation {rec_id} is already {rec.state}{who}")
         return command
 
-    def _decide(self, rec_id: str, decision: str, user: User, command_id: str | None, note: str) -> Decision:
+    def _decide(self, rec_id: str, decision: str, user: User, command_id: str | None, note: str) -> OperatorDecision:
         try:
             taken, fresh = self.store.decide(rec_id, decision, user.name, command_id, note)
         except psycopg.OperationalError as exc:
@@ -88,7 +88,7 @@ class Actions:
             raise ActionError(409, f"recommendation {rec_id} is already {taken.decision} by {taken.decided_by}")
         return taken
 
-    def approve(self, rec_id: str, user: User, note: str = "") -> tuple[Decision, OptimizationCommand]:
+    def approve(self, rec_id: str, user: User, note: str = "") -> tuple[OperatorDecision, OptimizationCommand]:
         """Send the recommended statement as ``user``'s signed operator command."""
         note = note.strip()[:MAX_NOTE]
         command = self._pending(rec_id)
@@ -120,7 +120,7 @@ class Actions:
         log.info("%s approved recommendation %s: command %s", user.name, rec_id, record.command_id)
         return decision, record
 
-    def dismiss(self, rec_id: str, user: User, note: str = "") -> Decision:
+    def dismiss(self, rec_id: str, user: User, note: str = "") -> OperatorDecision:
         self._pending(rec_id)
         decision = self._decide(rec_id, "dismissed", user, None, note.strip()[:MAX_NOTE])
         self.view.add_decision(decision)
@@ -152,7 +152,7 @@ def analyze(settings: Settings, sql: str) -> dict[str, Any]:
     except (SqlParseError, UnsupportedStatement) as exc:
         raise ActionError(422, str(exc)) from None
     ev: QueryEvaluation | None = None
-    decision: AdviceDecision | None = None
+    decision: AdvisorDecision | None = None
     error: str | None = None
     try:
         evaluator = Evaluator.connect(settings)

@@ -25,7 +25,7 @@ from streams.config import Settings
 from streams.execute.audit import TABLE as AUDIT_TABLE
 from streams.records import OptimizationCommand
 
-from .view import AuditEntry, Decision
+from .view import AuditEntry, OperatorDecision
 
 TABLE = "dbopt_serve_decisions"
 
@@ -82,18 +82,18 @@ class Store:
             for row in rows
         ]
 
-    def decisions(self) -> list[Decision]:
+    def decisions(self) -> list[OperatorDecision]:
         query = sql.SQL("SELECT * FROM {} ORDER BY decided_at").format(self.decisions_table)
         with self._connect() as conn, conn.cursor(row_factory=dict_row) as cur:
             return [self._decision(row) for row in cur.execute(query).fetchall()]
 
     @staticmethod
-    def _decision(row: dict[str, Any]) -> Decision:
-        return Decision(row["recommendation_id"], row["decision"], row["decided_by"], _ms(row["decided_at"]) or 0,
+    def _decision(row: dict[str, Any]) -> OperatorDecision:
+        return OperatorDecision(row["recommendation_id"], row["decision"], row["decided_by"], _ms(row["decided_at"]) or 0,
                         row["command_id"], row["note"])
 
     def decide(self, recommendation_id: str, decision: str, decided_by: str, command_id: str | None,
-               note: str) -> tuple[Decision, bool]:
+               note: str) -> tuple[OperatorDecision, bool]:
         """Record a decision; returns it and True, or the earlier decision and False (the first wins)."""
         insert = sql.SQL(
             "INSERT INTO {} (recommendation_id, decision, decided_by, command_id, note) "

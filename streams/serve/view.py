@@ -262,7 +262,7 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
-class Decision:
+class OperatorDecision:
     """An operator's decision on a recommendation (``streams.serve.store``)."""
 
     recommendation_id: str
@@ -313,7 +313,7 @@ class Recommendation:
     id: str  # the recommended command's id
     why: str
     state: Literal["pending", "approved", "dismissed", "done"]
-    decision: Decision | None
+    decision: OperatorDecision | None
     optimization: Optimization
     by_hand: bool  # dbopt never runs it (the advisor's recommendation flag): approving sends nothing
 
@@ -373,7 +373,7 @@ class View:
         self._commands: OrderedDict[str, OptimizationCommand] = OrderedDict()
         self._results: dict[str, list[OptimizationResult]] = {}
         self._audit: dict[str, AuditEntry] = {}
-        self._decisions: dict[str, Decision] = {}
+        self._decisions: dict[str, OperatorDecision] = {}
         self._pools = PoolMonitor(settings, self.calendar)
         self._pool_state: dict[str, Any] = {}
 
@@ -411,14 +411,14 @@ class View:
             self._trim_commands()
         return changed
 
-    def set_decisions(self, decisions: Iterable[Decision]) -> bool:
+    def set_decisions(self, decisions: Iterable[OperatorDecision]) -> bool:
         with self._lock:
             fresh = {d.recommendation_id: d for d in decisions}
             changed = fresh != self._decisions
             self._decisions = fresh
         return changed
 
-    def add_decision(self, decision: Decision) -> None:
+    def add_decision(self, decision: OperatorDecision) -> None:
         with self._lock:
             self._decisions[decision.recommendation_id] = decision
 
