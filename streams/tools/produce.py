@@ -122,8 +122,8 @@ def numbered_lines(stream: IO[bytes]) -> Iterator[tuple[int, str | None]]:
 
 
 @dataclass
-class Delivery:
-    """Delivery reports of one run."""
+class DeliveryCounts:
+    """Delivery reports of one run, counted (notify's ledger row is ``streams.notify.ledger.Delivery``)."""
 
     delivered: int = 0
     failed: dict[str, int] = field(default_factory=dict)
@@ -142,7 +142,7 @@ def _producer(settings: Settings) -> Producer:
     )
 
 
-def _send(producer: Producer, topic: str, key: bytes, value: bytes, delivery: Delivery) -> None:
+def _send(producer: Producer, topic: str, key: bytes, value: bytes, delivery: DeliveryCounts) -> None:
     """Produce, waiting for room in the queue instead of dropping (a CLI may block)."""
     while True:
         try:
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     cache = StatementCache(settings.sdk_statement_cache)
     instance_id = args.instance_id or default_instance_id()
     producer = _producer(settings)
-    delivery = Delivery()
+    delivery = DeliveryCounts()
     sent = bad = 0
     with stream:
         for number, text in numbered_lines(stream):
