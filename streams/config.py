@@ -247,6 +247,14 @@ class Group(Overridable, BaseModel):
     env_prefix: ClassVar[str]
 
 
+class ProbedGroup(Group):
+    """The settings of a service with a probe server of its own (``streams.kafka.health``):
+    ``<env_prefix>PROBE_HOST`` and ``<env_prefix>PROBE_PORT``, declared here once."""
+
+    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
+    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
+
+
 class Topics(Group):
     """Names of every dbopt topic (DBOPT_TOPIC_<NAME>)."""
 
@@ -366,7 +374,7 @@ class DetectSettings(Group):
 Aggressiveness = Literal["recommend", "conservative", "moderate", "aggressive"]
 
 
-class ExecutorSettings(Group):
+class ExecutorSettings(ProbedGroup):
     """How `dbopt executor` applies commands (DBOPT_EXECUTOR_*, DBOPT_AGGRESSIVENESS, ...)."""
 
     env_prefix: ClassVar[str] = "DBOPT_EXECUTOR_"
@@ -403,8 +411,6 @@ class ExecutorSettings(Group):
         le=2**63 - 1,
         description="Session advisory lock held while an executor works: two never act at once",
     )
-    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
-    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
     max_command_age_s: Annotated[float, Env("DBOPT_EXECUTOR_MAX_COMMAND_AGE")] = Field(
         24 * 3600.0, gt=0, description="A command older than this (s) when it first arrives is not applied but "
         "reported expired with its age: a new executor never replays history blindly"
@@ -429,7 +435,7 @@ class ExecutorSettings(Group):
     )
 
 
-class AdviseSettings(Group):
+class AdviseSettings(ProbedGroup):
     """How `dbopt advisor` / `dbopt analyze` choose indexes and verify them (DBOPT_ADVISE_*)."""
 
     env_prefix: ClassVar[str] = "DBOPT_ADVISE_"
@@ -462,8 +468,6 @@ class AdviseSettings(Group):
         "dbopt-advisor", min_length=1, description="Kafka consumer group of the advisor"
     )
     poll_timeout_s: float = Field(0.5, ge=0.01, description="Longest wait for a record in one poll (s)")
-    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
-    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
     partial_max_distinct: int = Field(
         10, ge=1, description="A partial-index predicate only on a column with at most this many distinct values (pg_stats)"
     )
@@ -596,7 +600,7 @@ def _rate(value: str) -> str:
 NotifyRate = Annotated[str, AfterValidator(_rate)]
 
 
-class NotifySettings(Group):
+class NotifySettings(ProbedGroup):
     """How `dbopt notify` tells people (DBOPT_NOTIFY_*): channels, routes, rate limits, retries.
 
     A channel is on when its settings are there (`dbopt notify --check` says which); see docs/notify.md.
@@ -660,11 +664,9 @@ class NotifySettings(Group):
         10_000, ge=6_000, le=300_000,
         description="Kafka session timeout of notify's consumer: a crashed notify's partitions move on after this (ms)",
     )
-    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
-    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
 
 
-class CollectSettings(Group):
+class CollectSettings(ProbedGroup):
     """`dbopt collect`: the database's own view, pg_stat_activity and pg_stat_statements (DBOPT_COLLECT_*)."""
 
     env_prefix: ClassVar[str] = "DBOPT_COLLECT_"
@@ -688,8 +690,6 @@ class CollectSettings(Group):
     fire_after: int = Field(3, ge=1, description="Consecutive intervals over the SLO before a statement alert fires")
     resolve_after: int = Field(3, ge=1, description="Consecutive intervals under it before the alert resolves")
     consumer_group: str = Field("dbopt-collect", min_length=1, description="Kafka consumer group of dbopt collect")
-    probe_host: str = Field("127.0.0.1", min_length=1, description="Address of the /metrics, /healthz, /readyz server")
-    probe_port: int = Field(0, ge=0, le=65535, description="Port of that server; 0: no server")
 
 
 class PoolSettings(Group):
