@@ -13,6 +13,8 @@ import pytest
 
 from streams.config import Settings, Topics, load_settings
 
+pytest_plugins = ["serve_harness"]  # the serve tests' fixtures ss and served
+
 # the servers' state is the checkout's .run/ (the run directory is found from the cwd): pytest
 # started from elsewhere must not make a second cluster, which would replace the shared one
 CHECKOUT = Path(__file__).resolve().parents[1]

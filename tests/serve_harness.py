@@ -1,18 +1,21 @@
-"""Shared pieces of the dbopt serve tests: settings with users, records on private topics, waiting."""
+"""Shared pieces of the dbopt serve tests: settings with users, records on private topics, waiting, and
+the fixtures ``ss`` (serve settings on a seeded scratch database) and ``served`` (a running server)."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import psycopg
+import pytest
 from confluent_kafka import KafkaError, Producer
 
 from streams.commands import build_command, sign
 from streams.config import Settings
 from streams.records import Alert, AvroRecord, OptimizationCommand, WindowStats
 from streams.serde import Codec
+from streams.serve import server
 from streams.serve.auth import hash_password
 
 KEY = "serve-test-key"
@@ -95,3 +98,18 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) ->
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+@pytest.fixture
+def ss(settings: Settings, scratch_db: str) -> Settings:
+    """Serve settings (users, keys) on a scratch database seeded with ``SEED``."""
+    seed(scratch_db)
+    return serve_settings(settings, scratch_db)
+
+
+@pytest.fixture
+def served(ss: Settings) -> Iterator[server.Running]:
+    """``dbopt serve`` running in this process with ``ss``."""
+    running = server.start(ss)
+    yield running
+    running.close()

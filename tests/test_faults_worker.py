@@ -24,12 +24,13 @@ from streams.config import Settings
 from streams.kafka.consume import assigned_consumer, read_messages
 from streams.serde import Codec
 from worker_harness import (
-    MINUTE,
-    Event,
+    ACCURACY,
     WorkerProcess,
+    assert_windows_match,
+    base_time,
     expected_windows,
+    known_latencies,
     produce,
-    window_key,
     worker_env,
     worker_settings,
 )
@@ -44,26 +45,6 @@ pytestmark = [
 EVENTS = int(os.environ.get("FAULTS_WORKER_EVENTS", "200000"))
 SEED = int(os.environ.get("FAULTS_SEED", "14"))
 KILLS = 10
-QS = ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms"))
-ACCURACY = 0.01  # the sketch's 0.5 % relative accuracy, with the margin the worker tests use
-
-
-def known_latencies(rng: np.random.Generator, base: int, services: int, minutes: int, n: int) -> list[Event]:
-    """Events in event-time order (so no event is late), one latency distribution per service."""
-    draws = (
-        lambda k: rng.lognormal(2.0, 1.0, k),
-        lambda k: np.where(rng.random(k) < 0.7, rng.normal(5, 1, k), rng.normal(300, 30, k)).clip(0.05),
-        lambda k: rng.uniform(0.5, 250, k),
-        lambda k: rng.exponential(40, k),
-    )
-    times = np.sort(base + rng.integers(0, minutes * MINUTE, n))
-    services_of = rng.integers(0, services, n)
-    queries = rng.integers(0, 3, n)
-    durations = {s: iter(draws[s % 4](n)) for s in range(services)}
-    return [
-        Event(f"svc-{s}", int(q), int(t), round(float(next(durations[s])), 3), error=bool(i % 50 == 0))
-        for i, (t, s, q) in enumerate(zip(times, services_of, queries, strict=True))
-    ]
 
 
 def _start(settings: Settings, tmp_path: Path, app_id: str, name: str) -> WorkerProcess:
@@ -79,7 +60,7 @@ def _without_emitted_at(record: dict[str, Any]) -> dict[str, Any]:
 def test_worker_sigkilled_10_times_emits_exact_windows(settings: Settings, tmp_path: Path) -> None:
     settings = worker_settings(settings, partitions=6)
     rng, moments = np.random.default_rng(SEED), random.Random(SEED)
-    base = (int(time.time() * 1000) - 40 * MINUTE) // (5 * MINUTE) * (5 * MINUTE)
+    base = base_time(40)
     events = known_latencies(rng, base, services=12, minutes=20, n=EVENTS)
     expected = expected_windows(events)
     app_id = f"t-faults-kill-{uuid.uuid4().hex[:8]}"
@@ -132,16 +113,7 @@ def test_worker_sigkilled_10_times_emits_exact_windows(settings: Settings, tmp_p
 
     # the kills landed while events flowed (windows still to come), the first one mid-emission
     assert kill_log[0][2] > 0 and all(k[2] < len(expected) for k in kill_log), kill_log
-    got = {window_key(r): r for r in reader.first.values()}
-    assert set(got) == set(expected), (len(set(expected) - set(got)), len(set(got) - set(expected)))
-    for key, values in expected.items():
-        record = got[key]
-        assert record["count"] == values.size, key
-        assert record["min_ms"] == values.min() and record["max_ms"] == values.max(), key
-        assert record["sum_ms"] == pytest.approx(values.sum(), rel=1e-9)
-        for q, field in QS:
-            exact = float(np.quantile(values, q, method="lower"))
-            assert abs(record[field] - exact) <= ACCURACY * exact, (key, field, record[field], exact)
+    assert_windows_match(reader.first.values(), expected, ACCURACY)
     # re-emissions after a kill repeat a window exactly, never with other contents
     for record in reader.all:
         assert _without_emitted_at(record) == _without_emitted_at(reader.first[record["window_id"]])

@@ -4,7 +4,6 @@ emit the same windows as one worker over the same events, and both match numpy."
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -16,11 +15,14 @@ from streams.config import Settings
 from streams.kafka.topics import ensure_topics
 from worker_harness import (
     MINUTE,
+    QUANTILES,
     Event,
     WindowReader,
     WorkerProcess,
+    base_time,
     expected_windows,
     produce,
+    wait_for_members,
     window_key,
     worker_env,
     worker_settings,
@@ -33,31 +35,12 @@ IDLE_MS = "20000"
 
 def _events(n: int) -> list[Event]:
     rng = np.random.default_rng(17)
-    base = (int(time.time() * 1000) - 40 * MINUTE) // (5 * MINUTE) * (5 * MINUTE)
+    base = base_time(40)
     times = np.sort(base + rng.integers(0, 9 * MINUTE, n))
     services = rng.integers(0, 8, n)
     durations = rng.lognormal(2.0, 1.2, n)
     return [Event(f"svc-{s}", int(i % 3), int(t), round(float(d), 3), error=bool(i % 40 == 0))
             for i, (t, s, d) in enumerate(zip(times, services, durations, strict=True))]  # fmt: skip
-
-
-def _members(settings: Settings, group: str) -> list[set[int]]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    topic = settings.topics.query_events
-    return [{tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic} for m in description.members]
-
-
-def _wait_for_members(settings: Settings, group: str, count: int, workers: list[WorkerProcess]) -> list[set[int]]:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        for w in workers:
-            w.check_alive()
-        owned = _members(settings, group)
-        if len(owned) == count and all(owned):
-            return owned
-        time.sleep(0.5)
-    raise AssertionError(f"group {group} never had {count} members with partitions: {_members(settings, group)}")
 
 
 def test_two_workers_with_rebalances_emit_what_one_worker_emits(settings: Settings, tmp_path: Path) -> None:
@@ -79,16 +62,16 @@ def test_two_workers_with_rebalances_emit_what_one_worker_emits(settings: Settin
     readers = [WindowReader(settings), WindowReader(settings_b)]
     b2 = None
     try:
-        _wait_for_members(settings, app_b, 1, [one, b1])
+        wait_for_members(settings, app_b, 1, [one, b1])
         produce(settings, thirds[0])
         readers[1].poll(2)
         b2 = start(settings_b, app_b, "b2")  # joins: partitions move from b1 to b2 (restored from the changelog)
-        owned = _wait_for_members(settings, app_b, 2, [one, b1, b2])
+        owned = wait_for_members(settings, app_b, 2, [one, b1, b2])
         assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {0, 1, 2, 3}
         produce(settings, thirds[1])
         readers[1].poll(2)
         assert b1.stop() == 0  # leaves: b2 takes every partition
-        _wait_for_members(settings, app_b, 1, [one, b2])
+        wait_for_members(settings, app_b, 1, [one, b2])
         produce(settings, thirds[2])
         expected = expected_windows(events)
         for reader in readers:
@@ -104,7 +87,7 @@ def test_two_workers_with_rebalances_emit_what_one_worker_emits(settings: Settin
             assert [a[f] for f in fields] == [b[f] for f in fields], key  # the same bins, the same figures
             assert a["sum_ms"] == pytest.approx(b["sum_ms"], rel=1e-12)
             assert a["count"] == values.size and a["min_ms"] == values.min() and a["max_ms"] == values.max()
-            for q, field in ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")):
+            for q, field in QUANTILES:
                 exact = float(np.quantile(values, q, method="lower"))
                 assert abs(a[field] - exact) <= 0.005 * exact + 1e-9, (key, field)
     finally:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import bcrypt
 import httpx
@@ -23,8 +23,6 @@ from serve_harness import (
     advisor_command,
     firing_alert,
     produce,
-    seed,
-    serve_settings,
     wait_for,
     window,
 )
@@ -38,19 +36,6 @@ from streams.serve import server
 pytestmark = pytest.mark.usefixtures("created_topics")
 OLIVIA = ("olivia", PASSWORDS["olivia"])
 VIC = ("vic", PASSWORDS["vic"])
-
-
-@pytest.fixture
-def ss(settings: Settings, scratch_db: str) -> Settings:
-    seed(scratch_db)
-    return serve_settings(settings, scratch_db)
-
-
-@pytest.fixture
-def served(ss: Settings) -> Iterator[server.Running]:
-    running = server.start(ss)
-    yield running
-    running.close()
 
 
 def client(running: server.Running, auth: tuple[str, str] | None = OLIVIA) -> httpx.Client:

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
-from serve_harness import PASSWORDS, advisor_command, firing_alert, produce, seed, serve_settings, window
+from serve_harness import PASSWORDS, advisor_command, firing_alert, produce, window
 from streams.config import Settings, run_dir
 from streams.execute.agent import run_executor
 from streams.execute.executor import Executor
@@ -40,19 +40,6 @@ def browser() -> Iterator[Browser]:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium
         chromium.close()
-
-
-@pytest.fixture
-def ss(settings: Settings, scratch_db: str) -> Settings:
-    seed(scratch_db)
-    return serve_settings(settings, scratch_db)
-
-
-@pytest.fixture
-def served(ss: Settings) -> Iterator[server.Running]:
-    running = server.start(ss)
-    yield running
-    running.close()
 
 
 def logged_in(browser: Browser, running: server.Running, name: str) -> Page:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
 from streams.kafka.consume import assigned_consumer, read_messages
@@ -25,53 +24,18 @@ from worker_harness import (
     Event,
     WindowReader,
     WorkerProcess,
+    assert_windows_match,
+    base_time,
     expected_windows,
+    known_latencies,
     produce,
+    wait_for_members,
     window_key,
     worker_env,
     worker_settings,
 )
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(300)]
-QS = ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms"))
-
-
-def _base(minutes_ago: int = 40) -> int:
-    return (int(time.time() * 1000) - minutes_ago * MINUTE) // (5 * MINUTE) * (5 * MINUTE)
-
-
-def _assert_windows_match(reader: WindowReader, events: list[Event]) -> dict[tuple, np.ndarray]:
-    """Every expected window emitted exactly as numpy says (first record per window_id), no other."""
-    expected = expected_windows(events)
-    got = {window_key(r): r for r in reader.first.values()}
-    assert set(got) == set(expected), (len(set(expected) - set(got)), len(set(got) - set(expected)))
-    for key, values in expected.items():
-        record = got[key]
-        assert record["count"] == values.size, key
-        assert record["min_ms"] == values.min() and record["max_ms"] == values.max(), key
-        assert record["sum_ms"] == pytest.approx(values.sum(), rel=1e-9)
-        for q, field in QS:
-            exact = float(np.quantile(values, q, method="lower"))
-            assert abs(record[field] - exact) <= 0.01 * exact, (key, field, record[field], exact)
-    return expected
-
-
-def _events(rng: np.random.Generator, base: int, services: int, minutes: int, n: int) -> list[Event]:
-    """Events spread over ``minutes``, one latency distribution per service, in event-time order."""
-    draws = {
-        0: lambda k: rng.lognormal(2.0, 1.0, k),
-        1: lambda k: np.where(rng.random(k) < 0.7, rng.normal(5, 1, k), rng.normal(300, 30, k)).clip(0.05),
-        2: lambda k: rng.uniform(0.5, 250, k),
-        3: lambda k: rng.exponential(40, k),
-    }
-    times = np.sort(base + rng.integers(0, minutes * MINUTE, n))
-    services_of = rng.integers(0, services, n)
-    queries = rng.integers(0, 3, n)
-    durations = {s: iter(draws[s % 4](n)) for s in range(services)}
-    return [
-        Event(f"svc-{s}", int(q), int(t), round(float(next(durations[s])), 3), error=bool(i % 50 == 0))
-        for i, (t, s, q) in enumerate(zip(times, services_of, queries, strict=True))
-    ]
 
 
 def _start(settings: Settings, tmp_path: Path, app_id: str, name: str = "w1", **extra: str) -> WorkerProcess:
@@ -99,7 +63,7 @@ def _read_dlq(settings: Settings, n: int) -> list[dict[str, Any]]:
 def test_windows_match_numpy_across_distributions_partitions_and_windows(settings: Settings, tmp_path: Path) -> None:
     settings = worker_settings(settings, partitions=4)
     rng = np.random.default_rng(11)
-    events = _events(rng, _base(), services=6, minutes=7, n=12_000)
+    events = known_latencies(rng, base_time(), services=6, minutes=7, n=12_000)
     worker = _start(settings, tmp_path, f"t-acc-{uuid.uuid4().hex[:8]}")
     reader = WindowReader(settings)
     try:
@@ -107,7 +71,8 @@ def test_windows_match_numpy_across_distributions_partitions_and_windows(setting
         produce(settings, events, raw=bad)
         reader.wait_for(expected_windows(events).keys(), timeout=150, workers=[worker])
         reader.poll(3)  # nothing else may follow
-        expected = _assert_windows_match(reader, events)
+        expected = expected_windows(events)
+        assert_windows_match(reader.first.values(), expected)
         assert {r["window_kind"] for r in reader.first.values()} == {"tumbling", "hopping"}
         errors = [r["errors"] for r in reader.first.values() if r["window_kind"] == "tumbling" and r["fingerprint"] is None]
         assert sum(errors) == sum(e.error for e in events)
@@ -124,7 +89,7 @@ def test_windows_match_numpy_across_distributions_partitions_and_windows(setting
 
 def test_out_of_order_within_grace_counts_and_late_events_do_not(settings: Settings, tmp_path: Path) -> None:
     settings = worker_settings(settings, partitions=2)
-    b = _base(30)
+    b = base_time(30)
     on_time = [
         Event("svc-a", 0, b + 1_000, 10.0),
         Event("svc-a", 0, b + 50_000, 20.0),
@@ -141,7 +106,7 @@ def test_out_of_order_within_grace_counts_and_late_events_do_not(settings: Setti
         accepted = on_time + after
         reader.wait_for(expected_windows(accepted).keys(), timeout=120, workers=[worker])
         reader.poll(3)
-        _assert_windows_match(reader, accepted)
+        assert_windows_match(reader.first.values(), expected_windows(accepted))
         first = next(r for r in reader.first.values() if window_key(r) == ("tumbling", b, b + MINUTE, "svc-a", None, "booking"))
         assert (first["count"], first["max_ms"]) == (3, 40.0)
         assert "dbopt_late_events_total 2.0" in _metrics(worker)
@@ -158,7 +123,7 @@ def test_out_of_order_within_grace_counts_and_late_events_do_not(settings: Setti
 def test_sigkill_mid_stream_then_restart_gives_the_uninterrupted_totals(settings: Settings, tmp_path: Path) -> None:
     settings = worker_settings(settings, partitions=4)
     rng = np.random.default_rng(5)
-    events = _events(rng, _base(), services=8, minutes=12, n=36_000)
+    events = known_latencies(rng, base_time(), services=8, minutes=12, n=36_000)
     expected = expected_windows(events)
     app_id = f"t-kill-{uuid.uuid4().hex[:8]}"
     produce(settings, events)
@@ -176,18 +141,12 @@ def test_sigkill_mid_stream_then_restart_gives_the_uninterrupted_totals(settings
         worker = _start(settings, tmp_path, app_id, name="w1-restarted")
         reader.wait_for(expected.keys(), timeout=180, workers=[worker])
         reader.poll(3)
-        _assert_windows_match(reader, events)
+        assert_windows_match(reader.first.values(), expected_windows(events))
         # re-emissions after the crash repeat a window_id: downstream keeps the first
         assert len(reader.all) >= len(expected)
     finally:
         reader.close()
         worker.stop()
-
-
-def _group_members(settings: Settings, group: str) -> list[set[tuple[str, int]]]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    return [{(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in description.members]
 
 
 def test_two_workers_split_the_partitions_and_totals_add_up(settings: Settings, tmp_path: Path) -> None:
@@ -196,25 +155,15 @@ def test_two_workers_split_the_partitions_and_totals_add_up(settings: Settings, 
     workers = [_start(settings, tmp_path, app_id, name="w1"), _start(settings, tmp_path, app_id, name="w2")]
     reader = WindowReader(settings)
     try:
-        topic = settings.topics.query_events
-        deadline = time.monotonic() + 90
-        owned: list[set[int]] = []
-        while time.monotonic() < deadline:
-            for w in workers:
-                w.check_alive()
-            members = _group_members(settings, app_id)
-            owned = [{p for t, p in m if t == topic} for m in members]
-            if len(owned) == 2 and all(owned):
-                break
-            time.sleep(1)
-        assert len(owned) == 2 and all(owned) and owned[0].isdisjoint(owned[1])
+        owned = wait_for_members(settings, app_id, 2, workers)
+        assert owned[0].isdisjoint(owned[1])
         assert owned[0] | owned[1] == {0, 1, 2, 3}
         rng = np.random.default_rng(9)
-        events = _events(rng, _base(), services=8, minutes=6, n=8_000)
+        events = known_latencies(rng, base_time(), services=8, minutes=6, n=8_000)
         produce(settings, events)
         reader.wait_for(expected_windows(events).keys(), timeout=150, workers=workers)
         reader.poll(3)
-        _assert_windows_match(reader, events)
+        assert_windows_match(reader.first.values(), expected_windows(events))
     finally:
         reader.close()
         for w in workers:
@@ -223,7 +172,7 @@ def test_two_workers_split_the_partitions_and_totals_add_up(settings: Settings, 
 
 def test_idle_partitions_still_close_their_windows(settings: Settings, tmp_path: Path) -> None:
     settings = worker_settings(settings, partitions=4)
-    b = _base(20)
+    b = base_time(20)
     # two services (at most two of the four partitions), each stops early: only ticks can close
     # their last windows, since no later event will ever move their watermarks
     events = [Event(s, i % 3, b + i * 7_000, 5.0 + i) for s in ("svc-x", "svc-y") for i in range(20)]
@@ -236,7 +185,7 @@ def test_idle_partitions_still_close_their_windows(settings: Settings, tmp_path:
         assert last_end > max(e.event_time for e in events) + 10_000  # beyond any event's watermark
         reader.wait_for(expected.keys(), timeout=120, workers=[worker])
         reader.poll(2)
-        _assert_windows_match(reader, events)
+        assert_windows_match(reader.first.values(), expected_windows(events))
     finally:
         reader.close()
         worker.stop()

@@ -13,10 +13,12 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings, TopicPolicy
 from streams.kafka.consume import assigned_consumer
@@ -30,6 +32,8 @@ QUERIES = (
     ("fp-guest", "UPDATE guests SET rsvp = $1 WHERE id = $2", ["guests"], "guest_management"),
 )
 MINUTE = 60_000
+QUANTILES = ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms"))
+ACCURACY = 0.01  # the sketch's 0.5 % relative accuracy, with a margin
 
 
 @dataclass(frozen=True)
@@ -205,3 +209,67 @@ def window_key(record: dict[str, Any]) -> tuple:
         record["window_kind"], record["window_start"], record["window_end"],
         record["service"], record["fingerprint"], record["context"],
     )  # fmt: skip
+
+
+def base_time(minutes_ago: int = 40) -> int:
+    """The 5-minute boundary at or before ``minutes_ago`` minutes ago: where a test's event times start."""
+    return (int(time.time() * 1000) - minutes_ago * MINUTE) // (5 * MINUTE) * (5 * MINUTE)
+
+
+def known_latencies(rng: np.random.Generator, base: int, services: int, minutes: int, n: int) -> list[Event]:
+    """Events over ``minutes`` from ``base`` in event-time order (so no event is late), one latency
+    distribution per service (lognormal, bimodal, uniform, exponential), every 50th an error."""
+    draws = (
+        lambda k: rng.lognormal(2.0, 1.0, k),
+        lambda k: np.where(rng.random(k) < 0.7, rng.normal(5, 1, k), rng.normal(300, 30, k)).clip(0.05),
+        lambda k: rng.uniform(0.5, 250, k),
+        lambda k: rng.exponential(40, k),
+    )
+    times = np.sort(base + rng.integers(0, minutes * MINUTE, n))
+    services_of = rng.integers(0, services, n)
+    queries = rng.integers(0, 3, n)
+    durations = {s: iter(draws[s % 4](n)) for s in range(services)}
+    return [
+        Event(f"svc-{s}", int(q), int(t), round(float(next(durations[s])), 3), error=bool(i % 50 == 0))
+        for i, (t, s, q) in enumerate(zip(times, services_of, queries, strict=True))
+    ]
+
+
+def assert_windows_match(
+    first: Iterable[dict[str, Any]], expected: dict[tuple, np.ndarray], accuracy: float = ACCURACY
+) -> None:
+    """``first`` (the first record per window_id) holds every expected window and no other: the exact
+    count, min, max and sum, p50/p95/p99 within ``accuracy`` of numpy's exact order statistics
+    (``method="lower"``, docs/windows.md)."""
+    got = {window_key(r): r for r in first}
+    assert set(got) == set(expected), (len(set(expected) - set(got)), len(set(got) - set(expected)))
+    for key, values in expected.items():
+        record = got[key]
+        assert record["count"] == values.size, key
+        assert record["min_ms"] == values.min() and record["max_ms"] == values.max(), key
+        assert record["sum_ms"] == pytest.approx(values.sum(), rel=1e-9)
+        for q, field in QUANTILES:
+            exact = float(np.quantile(values, q, method="lower"))
+            assert abs(record[field] - exact) <= accuracy * exact, (key, field, record[field], exact)
+
+
+def group_partitions(settings: Settings, group: str) -> list[set[int]]:
+    """The query-events partitions each member of consumer group ``group`` holds now."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    topic = settings.topics.query_events
+    return [{tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic} for m in description.members]
+
+
+def wait_for_members(settings: Settings, group: str, count: int, workers: Sequence[WorkerProcess]) -> list[set[int]]:
+    """The partitions of each member once ``group`` has ``count`` members, each with partitions (90 s
+    at most; fails at once if a worker died)."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for w in workers:
+            w.check_alive()
+        owned = group_partitions(settings, group)
+        if len(owned) == count and all(owned):
+            return owned
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} never had {count} members with partitions: {group_partitions(settings, group)}")
