@@ -9,7 +9,7 @@ import time
 import uuid
 
 import numpy as np
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from streams.config import Settings, Topics, load_settings
@@ -46,12 +46,27 @@ def total(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
+def ensure_topic(settings: Settings, topic: str, partitions: int = 6) -> None:
+    """Create ``topic`` unless it exists."""
+    admin = clients.admin(settings)  # kept alive until the topic exists
+    if topic not in admin.list_topics(timeout=10).topics:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result()
+
+
+def send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    """Produce one record, serving delivery reports while the producer's queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value)
+            return
+        except BufferError:
+            producer.poll(0.5)
+
+
 def fill(settings: Settings, topic: str, events: int, partitions: int = 6) -> int:
     """Fill ``topic`` with ``events`` QueryEvents once (zstd, keyed by service, as the SDK sends
     them; event times spread over one hour, two hours ago); returns the records it holds."""
-    admin = clients.admin(settings)
-    if topic not in admin.list_topics(timeout=10).topics:
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result()
+    ensure_topic(settings, topic, partitions)
     have = total(settings, topic)
     if have >= events:
         print(f"reusing {topic}: {have} events")
@@ -72,13 +87,7 @@ def fill(settings: Settings, topic: str, events: int, partitions: int = 6) -> in
             "fingerprint": f"{i % FINGERPRINTS:016x}", "query_text": text, "statement_type": text.split()[0],
             "tables": tables, "duration_ms": float(durations[i]), "rows": 1, "error": None,
         }  # fmt: skip
-        value = codec.encode("QueryEvent", record, topic=topic)
-        while True:
-            try:
-                producer.produce(topic, key=service.encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.5)
+        send(producer, topic, service.encode(), codec.encode("QueryEvent", record, topic=topic))
         producer.poll(0)
     producer.flush()
     return total(settings, topic)

@@ -23,9 +23,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from common import MAX_AGE_MS, bench_settings, committed, total, worker_env
+from common import MAX_AGE_MS, bench_settings, committed, ensure_topic, send, total, worker_env
 from compare import drain, load
-from confluent_kafka.admin import NewTopic
 
 from streams.config import Settings
 from streams.kafka import clients
@@ -49,9 +48,7 @@ SERVICES, INSTANCES, STATEMENTS, INTERVAL_MS = 50, 4, len(TEXTS), 10_000
 
 
 def fill(settings: Settings, topic: str, sketches: int, per_sketch: int) -> int:
-    admin = clients.admin(settings)
-    if topic not in admin.list_topics(timeout=10).topics:
-        admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result()
+    ensure_topic(settings, topic)
     have = total(settings, topic)
     if have >= sketches:
         print(f"reusing {topic}: {have} sketches")
@@ -80,13 +77,7 @@ def fill(settings: Settings, topic: str, sketches: int, per_sketch: int) -> int:
             "sum_ms": float(durations.sum()), "min_ms": float(durations.min()), "max_ms": float(durations.max()),
             "zero_count": 0, "bin_keys": keys.tolist(), "bin_counts": counts.tolist(),
         }  # fmt: skip
-        value = codec.encode("StatementSketch", record, topic=topic)
-        while True:
-            try:
-                producer.produce(topic, key=record["service"].encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.5)
+        send(producer, topic, record["service"].encode(), codec.encode("StatementSketch", record, topic=topic))
         producer.poll(0)
     producer.flush()
     return total(settings, topic)

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from common import bench_settings, committed, total, worker_env
+from common import bench_settings, committed, send, total, worker_env
 from confluent_kafka.admin import NewTopic
 
 from streams.config import Settings
@@ -70,13 +70,7 @@ def fill(settings: Settings, topic: str, keys: int, per_key: int) -> int:
                 "query_text": TEXTS[k % len(TEXTS)], "statement_type": "SELECT", "tables": ["bookings"],
                 "duration_ms": float(rng.lognormal(2.0, 1.0)), "rows": 1, "error": None,
             }  # fmt: skip
-            value = codec.encode("QueryEvent", record, topic=topic)
-            while True:
-                try:
-                    producer.produce(topic, key=service.encode(), value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.5)
+            send(producer, topic, service.encode(), codec.encode("QueryEvent", record, topic=topic))
             n += 1
         producer.flush()
     return n
