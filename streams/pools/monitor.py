@@ -171,14 +171,24 @@ class PoolMonitor:
             return self.on_pool(record, state, now_ms)
         return self.on_server(record, state, now_ms)
 
+    @staticmethod
+    def _begin(key: str, snapshot_time: int, state: Mapping[str, Any]) -> tuple[PoolChange, Any, int] | None:
+        """None when ``key`` already holds a snapshot this new (a replay); else the change, begun with the
+        clock (the latest snapshot time seen), the entry of ``key`` so far and that clock."""
+        previous = state.get(key)
+        if previous is not None and snapshot_time <= previous["time"]:
+            return None
+        outcome = PoolChange()
+        clock = max(snapshot_time, state.get(CLOCK) or 0)
+        outcome.state[CLOCK] = clock
+        return outcome, previous, clock
+
     def on_pool(self, snap: PoolSnapshot, state: Mapping[str, Any], now_ms: int) -> PoolChange:
         key = instance_key(snap.service, snap.pool_name, snap.instance_id)
-        previous = state.get(key)
-        if previous is not None and snap.snapshot_time <= previous["time"]:
+        begun = self._begin(key, snap.snapshot_time, state)
+        if begun is None:
             return PoolChange()
-        outcome = PoolChange()
-        clock = max(snap.snapshot_time, state.get(CLOCK) or 0)
-        outcome.state[CLOCK] = clock
+        outcome, previous, clock = begun
         outcome.state[key] = self._instance(snap, previous)
         view = _Overlay(state, outcome.state)
         self._judge_pool(snap.service, snap.pool_name, view, clock, f"{snap.instance_id}@{snap.snapshot_time}",
@@ -188,12 +198,10 @@ class PoolMonitor:
 
     def on_server(self, snap: ServerSnapshot, state: Mapping[str, Any], now_ms: int) -> PoolChange:
         key = server_key(snap.server)
-        previous = state.get(key)
-        if previous is not None and snap.snapshot_time <= previous["time"]:
+        begun = self._begin(key, snap.snapshot_time, state)
+        if begun is None:
             return PoolChange()
-        outcome = PoolChange()
-        clock = max(snap.snapshot_time, state.get(CLOCK) or 0)
-        outcome.state[CLOCK] = clock
+        outcome, previous, clock = begun
         entry = dict(previous or {"max_connections": 0, "reserved": 0, "databases": [], "total_connections": 0,
                                   "condition": _fresh()})
         entry.update(time=snap.snapshot_time, up=snap.up, error=snap.error)
