@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.config import Topics, load_settings
+from streams.config import OTHER_VARIABLES, VARIABLES, Topics, load_settings
 from streams.kafka.topics import kafka_topic_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,16 @@ SECRET_KEYS = {
     "executor": {"DBOPT_DATABASE_URL", "DBOPT_COMMAND_KEY"},
     "collect": {"DBOPT_COLLECT_DATABASE_URL"},
     "otlp": {"DBOPT_OTLP_BEARER_TOKEN"},
+    "serve": {"DBOPT_DATABASE_URL", "DBOPT_COMMAND_KEY", "DBOPT_UI_USERS", "DBOPT_SERVE_SESSION_SECRET"},
+}
+# the variables that make each component listen on its container port, on every address
+LISTEN = {
+    "advisor": ("DBOPT_ADVISE_PROBE_HOST", "DBOPT_ADVISE_PROBE_PORT"),
+    "executor": ("DBOPT_EXECUTOR_PROBE_HOST", "DBOPT_EXECUTOR_PROBE_PORT"),
+    "notify": ("DBOPT_NOTIFY_PROBE_HOST", "DBOPT_NOTIFY_PROBE_PORT"),
+    "collect": ("DBOPT_COLLECT_PROBE_HOST", "DBOPT_COLLECT_PROBE_PORT"),
+    "serve": ("DBOPT_SERVE_HOST", "DBOPT_SERVE_PORT"),
+    "otlp": ("DBOPT_OTLP_HOST", "DBOPT_OTLP_PORT"),
 }
 
 
@@ -146,6 +156,18 @@ def test_workloads_run_the_way_platform_teams_require(overlay: str, rendered: di
         refs = [s["secretRef"]["name"] for s in by_kind["Deployment"][f"dbopt-{component}"]["spec"]["template"]["spec"]
                 ["containers"][0]["envFrom"] if "secretRef" in s]
         assert refs and all(r.startswith(f"dbopt-{component}-env") for r in refs), (component, refs)
+
+    # every DBOPT_* variable the manifests set is one dbopt reads, and each component listens on its port
+    containers = {w["metadata"]["name"]: w["spec"]["template"]["spec"]["containers"][0] for w in workloads}
+    given = {*by_kind["ConfigMap"]["dbopt-config"]["data"], *(k for d in secrets.values() for k in d.get("data", {})),
+             *(e["name"] for c in containers.values() for e in c.get("env", []))}
+    unknown = {n for n in given if n.startswith("DBOPT_")} - set(VARIABLES) - set(OTHER_VARIABLES)
+    assert not unknown, f"manifests set variables dbopt does not read: {sorted(unknown)}"
+    for component, (host, port) in LISTEN.items():
+        container = containers[f"dbopt-{component}"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env.get(host) == "0.0.0.0" and env.get(port) == str(container["ports"][0]["containerPort"]), component
+        assert {n for n in env if n.endswith(("_HOST", "_PORT"))} == {host, port}, component
 
     # one Kafka user per component, KEDA scaling the worker up to the partitions, monitoring objects
     assert set(by_kind["KafkaUser"]) == {"dbopt-worker", "dbopt-sdk", *(f"dbopt-{c}" for c in COMPONENTS)}
