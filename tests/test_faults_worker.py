@@ -38,9 +38,6 @@ from worker_harness import (
 pytestmark = [
     pytest.mark.faults,
     pytest.mark.timeout(900),
-    # like tests/test_worker_windows.py's SIGKILL test: the windows stage off Faust (issue 13) does not recover
-    # after repeated kills yet (the restarted worker emits nothing); remove once it restarts cleanly
-    pytest.mark.xfail(reason="issue 13: the windows stage does not restart cleanly after SIGKILL yet", strict=False),
 ]
 EVENTS = int(os.environ.get("FAULTS_WORKER_EVENTS", "200000"))
 SEED = int(os.environ.get("FAULTS_SEED", "14"))

@@ -213,3 +213,24 @@ def test_fingerprint_cap_overflows_into_other() -> None:
     counts = {r.fingerprint: r.count for r in emitted if r.window_kind == "tumbling"}
     assert counts == {"a": 2, "b": 1, "other": 2, None: 5}
     assert all(r.query_text == "" for r in emitted if r.fingerprint == "other")
+
+
+def test_a_crash_after_the_first_close_s_checkpoint_re_emits_it_after_the_restore() -> None:
+    """The first close of a partition is emitted and checkpointed, and the process dies before the
+    next checkpoint (the records may be lost): the restored state must emit those windows again,
+    and every later one. (A checkpoint then stored no emitted horizon: the restored partition
+    never emitted anything again.)"""
+    store, emitted = Changelog(), []
+    base = 600_000
+    windows = store.restore()
+    for offset, t in enumerate(range(base, base + 75_000, 5_000)):  # up to base+70 s: [base, base+60 s) closes
+        windows.add(_execution(t, float(offset + 1)), offset)
+    _emit(windows, emitted)
+    assert {r.window_start for r in emitted if r.window_kind == "tumbling"} == {base}
+    store.write(windows.checkpoint())  # one checkpoint; killed before the next: the emitted records may be lost
+    restored = store.restore()
+    restored.tick(base + 3_600_000, allowed_lateness_ms=0)
+    again: list[WindowStats] = []
+    _emit(restored, again)
+    tumbling = {r.window_start: r.count for r in again if r.window_kind == "tumbling" and r.fingerprint is None}
+    assert tumbling == {base: 12, base + 60_000: 3}  # the first close again, then the rest

@@ -115,11 +115,6 @@ def test_out_of_order_within_grace_counts_and_late_events_do_not(settings: Setti
         worker.stop()
 
 
-@pytest.mark.xfail(
-    reason="known regression, open in issue 13: since the windows stage's rewrite for throughput a worker restarted "
-    "after SIGKILL emits no windows within the test's bounds (failed in every full run on 2026-11-30)",
-    strict=False,
-)
 def test_sigkill_mid_stream_then_restart_gives_the_uninterrupted_totals(settings: Settings, tmp_path: Path) -> None:
     settings = worker_settings(settings, partitions=4)
     rng = np.random.default_rng(5)

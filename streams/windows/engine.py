@@ -398,6 +398,8 @@ class PartitionWindows:
             # (records may already be in panes: the watermark waited for the other input)
             earliest = min((start for by_start in self.panes for start in by_start), default=horizon)
             clock.horizon, clock.emitted = horizon, min(horizon, earliest)
+            if self._stored_emitted is None:  # nothing emitted below it: acknowledged as it stands (a restore
+                self._stored_emitted = clock.emitted  # from the next checkpoint must emit from here again)
             self._record_move(horizon)
         elif horizon >= self._next_end:  # a window end is crossed: verdicts change, windows close
             clock.horizon = horizon
