@@ -108,13 +108,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--events-per-key", type=int, default=4)
+    parser.add_argument("--stages", default="all,windows",
+                        help="which worker to measure: all (dbopt worker), windows (--stage windows) or both")
     args = parser.parse_args()
+    stages = [stage for stage in ("all", "windows") if stage in args.stages.split(",")]
     settings = bench_settings()
     empty = f"dbopt.bench.memory-empty.{uuid.uuid4().hex[:8]}"
     _create(settings, empty)
-    idle = {stage: measure(settings, empty, 0, stage)[0] for stage in ("all", "windows")}
+    idle = {stage: measure(settings, empty, 0, stage)[0] for stage in stages}
     topics = [empty]
-    for stage, name in (("all", "dbopt worker"), ("windows", "dbopt worker --stage windows")):
+    names = {"all": "dbopt worker", "windows": "dbopt worker --stage windows"}
+    for stage, name in ((stage, names[stage]) for stage in stages):
         topic = f"dbopt.bench.memory.{uuid.uuid4().hex[:8]}"  # a fresh one each: the same age when read
         topics.append(topic)
         n = fill(settings, topic, args.keys, args.events_per_key)

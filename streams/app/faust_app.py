@@ -20,6 +20,7 @@ from streams.pools.agent import pools_topic_name, register as register_pools
 from streams.windows.agent import CHANGELOG_CONFIG, changelog_topic_name
 
 FORWARD_RETENTION_MS = 3600 * 1000  # the internal topic the pool snapshots are forwarded to
+STREAM_BUFFER = 512  # unprocessed records an agent's stream may hold (Faust's default: 4,096)
 
 
 def data_dir(settings: Settings) -> Path:
@@ -122,6 +123,11 @@ def create_app(settings: Settings, partitions: int, windows_health: Health | Non
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         autodiscover=False,
+        # prefetch bounded: Faust's defaults (4,096 unprocessed events per stream, 1 MB per partition
+        # fetch) hold tens of MB of WindowStats messages when the windows stage emits a large close
+        stream_buffer_maxsize=STREAM_BUFFER,
+        broker_max_poll_records=STREAM_BUFFER,
+        consumer_max_fetch_size=256 * 1024,
     )
     register_detector(app, settings)
     register_traffic(app, settings)

@@ -21,6 +21,7 @@ from typing import Any
 import faust
 from faust.types import AgentT, EventT, StreamT
 
+from streams.app.tables import table_options
 from streams.config import Settings
 from streams.detect.detector import Detector
 from streams.domain.slo import slo_ms
@@ -42,7 +43,7 @@ def register(app: faust.App, settings: Settings) -> AgentT:
     dlq = app.topic(topics.dlq, key_serializer="raw", value_serializer="raw")
     # keys are strings, values JSON-able dicts (Faust's default json table serializers); the
     # table has the app's topic_partitions, which the windows topic must have too
-    table = app.Table(TABLE_NAME, default=None)
+    table = app.Table(TABLE_NAME, default=None, options=table_options())
     detector = Detector(settings, table)
 
     async def reject(event: EventT, rejected: Rejected, now_ms: int) -> None:

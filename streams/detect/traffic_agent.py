@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import faust
 from faust.types import StreamT, TopicT
 
+from streams.app.tables import table_options
 from streams.config import Settings
 from streams.detect.traffic import TrafficDetector
 from streams.observe.metrics import ALERTS
@@ -42,7 +43,7 @@ def register(app: faust.App, settings: Settings) -> None:
     topics = settings.topics
     source = app.topic(topics.latency_windows, key_serializer="raw", value_serializer="raw")
     alerts = app.topic(topics.alerts, key_serializer="raw", value_serializer="raw")
-    table = app.Table(TABLE_NAME, default=None)
+    table = app.Table(TABLE_NAME, default=None, options=table_options())
     detector = TrafficDetector(settings)
 
     async def judge(stream: StreamT[Any]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import faust
 from faust.types import EventT, StreamT
 
+from streams.app.tables import table_options
 from streams.config import Settings
 from streams.detect.traffic_agent import send_alerts
 from streams.ingest import Rejected, dead_letter
@@ -53,7 +54,7 @@ def register(app: faust.App, settings: Settings) -> None:
     internal = app.topic(pools_topic_name(settings), **raw)
     alerts = app.topic(topics.alerts, **raw)
     dlq = app.topic(topics.dlq, **raw)
-    table = app.Table(TABLE_NAME, default=None)
+    table = app.Table(TABLE_NAME, default=None, options=table_options())
     monitor = PoolMonitor(settings)
 
     async def reject(event: EventT, rejected: Rejected) -> None:
