@@ -91,6 +91,19 @@ def test_windows_with_too_few_samples_are_neutral() -> None:
     assert [[a.state for a in step] for step in alerts] == [[], [], [], [], ["firing"]]
 
 
+def test_neutral_windows_store_nothing() -> None:
+    """A statement that never has enough samples keeps no state; one with state is not rewritten."""
+    detector = slo_only()
+    for i in range(3):
+        assert detector.evaluate(window(i, 500, count=5, fingerprint="rare"), T0).state is None
+    assert detector.state == {}
+    detector.observe(window(3, 500, count=100), T0)
+    stored = dict(detector.state)
+    assert detector.evaluate(window(4, 500, count=5), T0).state is None
+    assert detector.state == stored
+    assert detector.observe(window(3, 500, count=100), T0) == []  # the judged window replayed: ignored
+
+
 def test_hopping_windows_are_ignored_by_default_and_configurable() -> None:
     assert feed(slo_only(), [80, 80, 80], kind="hopping") == [[], [], []]
     both = Detector(SETTINGS.with_overrides(detect=DetectSettings(window_kinds=("tumbling", "hopping"))))

@@ -9,7 +9,8 @@ the fingerprint being null on context rows. Each series has two conditions:
   ``baseline_windows`` non-regressing windows, judged only once ``baseline_min_windows`` exist;
   regressing windows are kept out of the baseline so a persisting regression stays visible.
 
-Windows with fewer than ``min_samples`` events are neutral: they neither breach nor count as good.
+Windows with fewer than ``min_samples`` events are neutral: they neither breach nor count as good,
+and leave the series' state as it was (a series that only ever had such windows has none).
 Hysteresis: a condition fires after ``fire_after`` consecutive breaching windows and resolves
 after ``resolve_after`` consecutive good ones; while firing it never fires again.
 
@@ -114,11 +115,11 @@ class Detector:
         previous = self.state.get(key)
         if previous is not None and previous["last_start"] is not None and window.window_start <= previous["last_start"]:
             return SeriesChange(key, None)
+        if window.count < self.config.min_samples:  # neutral: changes nothing, so nothing is stored (a long
+            return SeriesChange(key, None)  # tail of rarely run statements keeps no state at all)
         state = json.loads(json.dumps(previous)) if previous is not None else _fresh_state()
         state["last_start"] = window.window_start
         outcome = SeriesChange(key, state)
-        if window.count < self.config.min_samples:
-            return outcome
         judgements: dict[AlertKind, _Judgement] = {"slo": self._slo(window)}
         if window.fingerprint is not None:
             judgements["regression"] = self._regression(window, state["baseline"])
