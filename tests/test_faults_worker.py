@@ -47,7 +47,10 @@ KILLS = 10
 def _start(settings: Settings, tmp_path: Path, app_id: str, name: str) -> WorkerProcess:
     # a fresh data directory each time: what a worker rescheduled on another machine has (the state
     # comes back from the changelog, never from files the killed process left half-written)
-    return WorkerProcess(worker_env(settings, app_id, tmp_path / f"data-{name}"), tmp_path / f"{name}.log")
+    # the events flow in slices 3 s apart: a partition must not count as idle between two of them (an idle
+    # tick moves its watermark to wall clock, and the next slice would be late: the late-data test's subject)
+    env = worker_env(settings, app_id, tmp_path / f"data-{name}", DBOPT_WINDOW_IDLE_TIMEOUT_MS="10000")
+    return WorkerProcess(env, tmp_path / f"{name}.log")
 
 
 def _without_emitted_at(record: dict[str, Any]) -> dict[str, Any]:
