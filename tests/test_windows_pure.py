@@ -234,3 +234,28 @@ def test_a_crash_after_the_first_close_s_checkpoint_re_emits_it_after_the_restor
     _emit(restored, again)
     tumbling = {r.window_start: r.count for r in again if r.window_kind == "tumbling" and r.fingerprint is None}
     assert tumbling == {base: 12, base + 60_000: 3}  # the first close again, then the rest
+
+
+def test_a_pane_retired_before_its_updates_were_written_is_still_written() -> None:
+    """Events reach a window's pane after a checkpoint, the window closes (its panes leave memory)
+    and the next checkpoint is written, its offsets committed; the process dies before the close is
+    acknowledged. The restored state re-emits the window: it must hold every event (the retired
+    pane's last updates were dropped instead of written: the re-emission had fewer events)."""
+    store, emitted = Changelog(), []
+    base = 600_000
+    windows = store.restore()
+    for offset in range(5):
+        windows.add(_execution(base + offset * 1_000, 1.0), offset)
+    store.write(windows.checkpoint())  # c0: five events of [base, base+60 s)
+    for offset in range(5, 10):
+        windows.add(_execution(base + offset * 1_000, 2.0), offset)  # five more, after c0
+    windows.add(_execution(base + 400_000, 3.0), 10)  # every window holding base's pane closes: it is retired
+    _emit(windows, emitted)
+    first = next(r for r in emitted if r.window_kind == "tumbling" and r.window_start == base and r.fingerprint)
+    assert first.count == 10
+    store.write(windows.checkpoint())  # c1 (offsets up to 10 committed); killed before the next one
+    restored = store.restore()
+    again: list[WindowStats] = []
+    _emit(restored, again)
+    second = next(r for r in again if r.window_kind == "tumbling" and r.window_start == base and r.fingerprint)
+    assert (second.count, second.sum_ms) == (first.count, first.sum_ms) == (10, 15.0)

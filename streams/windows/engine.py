@@ -132,6 +132,7 @@ class PartitionWindows:
         self._dirty_caps: set[str] = set()
         self._others: dict[Statement, Statement] = {}
         self._unacked: list[tuple[int, list[bytes]]] = []  # closes emitted since the last checkpoint
+        self._retired: list[tuple[bytes, bytes]] = []  # last values of panes and statements retired while dirty
         self._produced: list[tuple[int, list[bytes]]] = []  # closes emitted before it: acknowledged now
         self._stored_emitted: int | None = None  # the emitted horizon whose records are acknowledged
         self._stored_clock = _encode((NO_TIME, [NO_TIME, NO_TIME], None, None, [-1, -1], []))  # as last written
@@ -302,7 +303,8 @@ class PartitionWindows:
         if not self._produced:  # every close emitted so far is acknowledged
             self._stored_emitted = self.clock.emitted
         written = {stats: stats.encode() for stats in self._dirty}
-        out: list[tuple[bytes, bytes | None]] = [(_pane_key(s), value) for s, value in written.items()]
+        out: list[tuple[bytes, bytes | None]] = [*self._retired, *((_pane_key(s), v) for s, v in written.items())]
+        self._retired.clear()
         self._dirty.clear()
         self._freeze(written)
         out += [(_STATEMENT + _encode(k), _encode(_statement_tuple(self.statements[k])))
@@ -490,8 +492,11 @@ class PartitionWindows:
             by_start = self.panes[source]
             for start in [s for s in by_start if self.spec.last_close(s) <= horizon]:
                 for key, pane in by_start.pop(start).items():
-                    if isinstance(pane, PaneStats):
+                    if isinstance(pane, PaneStats) and pane in self._dirty:
+                        # its last updates still go to the changelog: until this close is acknowledged, a
+                        # restore re-emits its windows from there (and replays none of those records)
                         self._dirty.discard(pane)
+                        self._retired.append((_pane_key(pane), pane.encode()))
                     deleted.append(_PANE + _encode((source, start, *key)))
                     keys.add(key)
                 self._warm[source].discard(start)
@@ -499,8 +504,10 @@ class PartitionWindows:
         live = {key for by_start in self.panes for bucket in by_start.values() for key in bucket} if keys else set()
         for key in keys - live:
             self._keys.pop(key, None)
-            self.statements.pop(key, None)
-            self._dirty_statements.discard(key)
+            statement = self.statements.pop(key, None)
+            if key in self._dirty_statements and statement is not None:  # the same, for its statement
+                self._dirty_statements.discard(key)
+                self._retired.append((_STATEMENT + _encode(key), _encode(_statement_tuple(statement))))
             deleted.append(_STATEMENT + _encode(key))
         return deleted
 
