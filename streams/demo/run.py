@@ -220,10 +220,7 @@ def reset_previous_run(settings: Settings, out: TextIO) -> None:
         for name in names:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
             out.write(f"   dropped {schema}.{name} left by an earlier demo run\n")
-        has_audit = conn.execute(
-            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (audit, AUDIT_TABLE)
-        ).fetchone()
-        if has_audit and has_audit[0]:
+        if _exists(conn, sql.Identifier(audit, AUDIT_TABLE)):
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(audit, AUDIT_TABLE)))
 
 
