@@ -36,6 +36,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # A record reaches the page only after serve's consumer has read it from the broker; on a busy
+    # two-core machine that can take longer than Playwright's 5 s default for assertions.
+    expect.set_options(timeout=20_000)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium
