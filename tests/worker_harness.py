@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -235,6 +235,14 @@ def known_latencies(rng: np.random.Generator, base: int, services: int, minutes:
     ]
 
 
+def _summary(keys: set[tuple]) -> dict[str, list[tuple[object, int]]]:
+    """What a failure says about ``keys`` (window keys): how many per (kind, end) and per service —
+    enough to tell a partition that stopped closing from a lost close."""
+    by_end = Counter((key[0], key[2]) for key in keys)
+    by_service = Counter(key[3] for key in keys)
+    return {"by kind and end": sorted(by_end.items())[:20], "by service": sorted(by_service.items())}
+
+
 def assert_windows_match(
     first: Iterable[dict[str, Any]], expected: dict[tuple, np.ndarray], accuracy: float = ACCURACY
 ) -> None:
@@ -242,7 +250,8 @@ def assert_windows_match(
     count, min, max and sum, p50/p95/p99 within ``accuracy`` of numpy's exact order statistics
     (``method="lower"``, docs/windows.md)."""
     got = {window_key(r): r for r in first}
-    assert set(got) == set(expected), (len(set(expected) - set(got)), len(set(got) - set(expected)))
+    missing, extra = set(expected) - set(got), set(got) - set(expected)
+    assert not missing and not extra, (len(missing), len(extra), _summary(missing), _summary(extra))
     for key, values in expected.items():
         record = got[key]
         assert record["count"] == values.size, key
