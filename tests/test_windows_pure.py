@@ -259,3 +259,21 @@ def test_a_pane_retired_before_its_updates_were_written_is_still_written() -> No
     _emit(restored, again)
     second = next(r for r in again if r.window_kind == "tumbling" and r.window_start == base and r.fingerprint)
     assert (second.count, second.sum_ms) == (first.count, first.sum_ms) == (10, 15.0)
+
+
+def test_keys_and_texts_are_held_once_also_after_a_restore() -> None:
+    """Memory at many keys (bench/README, worker memory): a key's tuple is stored once, however many
+    equal tuples its records bring, and keys whose statements share a text share one string — in
+    the live state and in one restored from the changelog."""
+    store, live = Changelog(), PartitionWindows(0, SPEC, 10)
+    base = 600_000
+    for offset, fingerprint in enumerate(("f1", "f2", "f1", "f2")):
+        live.add(_execution(base + offset * 1_000, 5.0, fingerprint, service="".join(["s", "vc"])), offset)
+    store.commit(live)
+    for windows in (live, store.restore()):
+        keys = list(windows.statements)
+        assert len(keys) == 2
+        assert all(k is v for k, v in windows._keys.items())  # the index of keys holds no second copy
+        for key in keys:  # every pane of a key holds the very tuple the statements hold
+            assert all(k is key for bucket in windows.panes[0].values() for k in bucket if k == key)
+            assert windows.statements[key].query_text is windows.statements[keys[0]].query_text

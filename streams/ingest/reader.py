@@ -258,12 +258,13 @@ class EventReader:
 
 
 def statement_of(accepted: Accepted) -> Statement:
-    """The statement of an accepted event; its repeated texts (type, tables) interned, since the
-    windows keep one Statement per key for as long as the key has open windows."""
+    """The statement of an accepted event; its repeated texts (normalized text, type, tables)
+    interned, since the windows keep one Statement per key for as long as the key has open windows
+    and many keys share a text (one query shape, several services or contexts)."""
     event = accepted.event
     assert event.fingerprint is not None  # validate() always fills it in
     tables = _TABLES.setdefault(event.tables, event.tables) if len(_TABLES) < _TABLES_KEPT else event.tables
-    return Statement(event.fingerprint, event.query_text, sys.intern(event.statement_type), tables,
+    return Statement(event.fingerprint, sys.intern(event.query_text), sys.intern(event.statement_type), tables,
                      accepted.context, accepted.criticality)  # fmt: skip
 
 

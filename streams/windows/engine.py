@@ -425,7 +425,8 @@ class PartitionWindows:
         canonical = self._keys.get(key)
         if canonical is None:  # a new key: its texts shared with every other key's
             service, fingerprint, context, database = key
-            canonical = self._keys[key] = (sys.intern(service), fingerprint, context, database)
+            canonical = (sys.intern(service), fingerprint, context, database)
+            self._keys[canonical] = canonical  # the key itself, not the caller's equal tuple: one per key
         key = canonical
         start = self._starts.setdefault(start, start)  # one int per pane start, shared by its panes
         bucket = self.panes[source].setdefault(start, {})
@@ -530,9 +531,11 @@ def _pane_key_tuple(parts: list[object]) -> PaneKey:
 
 
 def _statement(fields: list[object]) -> Statement:
+    """A restored statement, its repeated texts interned as :func:`statement_of` does for new ones."""
     fingerprint, text, statement_type, tables, context, criticality = fields
-    return Statement(str(fingerprint), str(text), str(statement_type), tuple(str(t) for t in tables),  # type: ignore[attr-defined]
-                     str(context), str(criticality))  # fmt: skip
+    return Statement(str(fingerprint), sys.intern(str(text)), sys.intern(str(statement_type)),
+                     tuple(sys.intern(str(t)) for t in tables), sys.intern(str(context)),  # type: ignore[attr-defined]
+                     sys.intern(str(criticality)))  # fmt: skip
 
 
 def _statement_tuple(statement: Statement) -> tuple[object, ...]:
