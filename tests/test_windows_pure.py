@@ -12,6 +12,7 @@ from streams.config import load_settings
 from streams.ingest.reader import Execution, Statement
 from streams.records import WindowStats
 from streams.windows import PartitionWindows, QuantileSketch, Window, WindowSpec
+from streams.windows.aggregate import PaneStats
 
 QS = (0.5, 0.95, 0.99)
 
@@ -277,3 +278,24 @@ def test_keys_and_texts_are_held_once_also_after_a_restore() -> None:
         for key in keys:  # every pane of a key holds the very tuple the statements hold
             assert all(k is key for bucket in windows.panes[0].values() for k in bucket if k == key)
             assert windows.statements[key].query_text is windows.statements[keys[0]].query_text
+
+
+def test_a_pane_no_record_reached_for_a_checkpoint_interval_is_kept_encoded_and_counts_the_same() -> None:
+    """Memory: a quiet key's pane in the newest minute is held encoded after a whole checkpoint
+    interval without records (a busy key's stays decoded), and its window is unchanged by that."""
+    windows, emitted = PartitionWindows(0, SPEC, 10), []
+    base = 600_000
+    windows.add(_execution(base + 1_000, 7.0, "quiet"), 0)
+    windows.add(_execution(base + 2_000, 3.0, "busy"), 1)
+    windows.checkpoint()
+    windows.add(_execution(base + 3_000, 4.0, "busy"), 2)
+    windows.checkpoint()  # "quiet" was written by the first and untouched since; "busy" was written again
+    bucket = windows.panes[0][base]
+    kinds = {key[1]: type(pane) for key, pane in bucket.items()}
+    assert kinds == {"quiet": bytes, "busy": PaneStats}
+    windows.add(_execution(base + 4_000, 9.0, "quiet"), 3)  # decoded again by its next record
+    windows.tick(base + 3_600_000, allowed_lateness_ms=0)
+    _emit(windows, emitted)
+    tumbling = {r.fingerprint: r for r in emitted if r.window_kind == "tumbling" and r.fingerprint is not None}
+    assert (tumbling["quiet"].count, tumbling["quiet"].min_ms, tumbling["quiet"].max_ms) == (2, 7.0, 9.0)
+    assert (tumbling["busy"].count, tumbling["busy"].sum_ms) == (2, 7.0)

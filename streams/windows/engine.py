@@ -128,6 +128,7 @@ class PartitionWindows:
         self.caps: dict[str, set[str]] = {}
         self.overflowed: dict[str, int] = {}  # service -> records folded into "other"
         self._dirty: set[PaneStats] = set()
+        self._cooling: dict[PaneStats, bytes] = {}  # the panes the last checkpoint wrote, and their values
         self._dirty_statements: set[PaneKey] = set()
         self._dirty_caps: set[str] = set()
         self._others: dict[Statement, Statement] = {}
@@ -322,7 +323,15 @@ class PartitionWindows:
         return out
 
     def _freeze(self, written: dict[PaneStats, bytes]) -> None:
-        """Keep the panes outside each source's newest pane start encoded (memory: about a tenth)."""
+        """Keep the panes outside each source's newest pane start encoded (memory: about a tenth),
+        and those of the newest start that no record reached since the previous checkpoint: a
+        key seen once a minute holds its pane encoded, a busy key keeps it decoded."""
+        for pane, value in self._cooling.items():
+            if pane not in written:  # unchanged since that checkpoint wrote ``value``
+                bucket = self.panes[pane.source].get(pane.start)
+                if bucket is not None and pane.key is not None and bucket.get(pane.key) is pane:
+                    bucket[pane.key] = value
+        self._cooling = written
         for source, by_start in enumerate(self.panes):
             warm = self._warm[source]
             if not by_start:
