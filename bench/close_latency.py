@@ -107,6 +107,9 @@ def main() -> None:
     admin = clients.admin(settings)
     for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics.all().values()]).values():
         future.result()
+    deadline = time.monotonic() + 30  # created is not yet visible to a new client's metadata request
+    while set(topics.all().values()) - set(admin.list_topics(timeout=10).topics) and time.monotonic() < deadline:
+        time.sleep(0.2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBOPT_")}
     env.update({f"DBOPT_TOPIC_{name.upper()}": topic for name, topic in topics.all().items()})
     port = free_port()
