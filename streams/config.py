@@ -458,6 +458,10 @@ class AdviseSettings(ProbedGroup):
         0.5, ge=0, description="Relative growth of the table's write p95 tolerated before a rollback"
     )
     write_floor_ms: float = Field(1.0, ge=0, description="... and absolute growth (ms)")
+    write_min_count: int = Field(
+        20, ge=1, description="A write fingerprint's window judges writes only with at least this many statements "
+        "(the p95 of fewer is about their slowest one)"
+    )
     verify_timeout_s: float = Field(
         900.0, ge=1.0, description="Without after-windows for this long after the index was applied, keep it (s)"
     )

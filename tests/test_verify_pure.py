@@ -76,6 +76,26 @@ def test_judge_rolls_back_when_reads_did_not_improve_or_writes_regressed() -> No
     assert slow_writes is not None and not slow_writes.keep and slow_writes.write_p95_after_ms == 9.0
 
 
+def test_writes_are_judged_only_on_windows_with_enough_statements() -> None:
+    """Six inserts a window: their p95 is their slowest one, so a slow one does not roll back the index."""
+    h = History(30)
+    for m in range(95, 100):
+        h.add(_window("read", m, 120.0))
+        h.add(_window("ins", m, 2.0, "INSERT", count=6))
+    for m in range(101, 104):
+        h.add(_window("read", m, 15.0))
+        h.add(_window("ins", m, 9.0, "INSERT", count=6))
+    verdict = judge(_pending(), h, S, now_ms=APPLIED + 5 * MIN)
+    assert verdict is not None and verdict.keep, verdict
+    assert verdict.write_p95_before_ms is None and verdict.write_p95_after_ms is None
+    assert "writes not judged: no windows of 20+ writes" in verdict.reason
+    for m in range(101, 104):  # a second, busy write fingerprint that did regress is judged
+        h.add(_window("upd", m - 6, 2.0, "UPDATE", count=20))
+        h.add(_window("upd", m, 9.0, "UPDATE", count=20))
+    verdict = judge(_pending(), h, S, now_ms=APPLIED + 5 * MIN)
+    assert verdict is not None and not verdict.keep and "writes regressed: table write p95 2.0 -> 9.0" in verdict.reason
+
+
 def test_judge_waits_for_enough_windows_then_times_out() -> None:
     h = History(30)
     h.add(_window("read", 99, 120.0))

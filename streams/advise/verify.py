@@ -9,7 +9,9 @@ executor reports an index ``applied`` at time *t*, a :class:`Pending` verificati
   ("after"). The window that contains *t* is mixed and ignored. The figures compared are the
   worst (highest) served fingerprint's, before and after.
 * write side — for the INSERT/UPDATE/DELETE fingerprints touching the table, per window the
-  highest p95, then the median over the same before/after windows.
+  highest p95, then the median over the same before/after windows. Only windows in which a write
+  fingerprint ran at least ``write_min_count`` times count: the p95 of a handful of statements is
+  their slowest one, and one slow insert on a busy host is not a regression the index caused.
 
 It is kept when the read p95 fell by at least ``verify_min_gain`` and the write p95 did not grow
 beyond ``write_tolerance`` (relative) *and* ``write_floor_ms`` (absolute, so noise on a 0.2 ms
@@ -168,10 +170,12 @@ def _split(points: list[WindowPoint], at: int, n: int) -> tuple[list[WindowPoint
     return before, after
 
 
-def _write_side(history: History, pending: Pending, n: int) -> tuple[float | None, float | None]:
+def _write_side(history: History, pending: Pending, n: int, min_count: int) -> tuple[float | None, float | None]:
     per_window: dict[int, WindowPoint] = {}
     for fp in history.write_fingerprints(pending.table):
         for p in history.points(fp):
+            if p.count < min_count:
+                continue
             if p.start not in per_window or p.p95_ms > per_window[p.start].p95_ms:
                 per_window[p.start] = p
     before, after = _split(sorted(per_window.values(), key=lambda p: p.start), pending.applied_at, n)
@@ -197,8 +201,10 @@ def judge(pending: Pending, history: History, settings: AdviseSettings, now_ms: 
         return None
     p95_before = max(befores) if befores else pending.p95_before_ms
     p95_after = max(afters) if afters else None
-    write_before, write_after = _write_side(history, pending, n)
+    write_before, write_after = _write_side(history, pending, n, settings.write_min_count)
     keep, reason = decide(p95_before, p95_after, write_before, write_after, settings)
+    if keep and (write_before is None or write_after is None) and history.write_fingerprints(pending.table):
+        reason += f"; writes not judged: no windows of {settings.write_min_count}+ writes before and after"
     return Verdict(keep, reason, p95_before, p95_after, write_before, write_after)
 
 
