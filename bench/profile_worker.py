@@ -6,7 +6,9 @@ The worker runs under py-spy (a sampling profiler, from outside the interpreter:
 the code profiled) until it has committed every offset of the topic (or ``--seconds`` passed).
 The samples (collapsed stacks, all threads) are summarized as the functions with the most
 samples *on the stack* (inclusive) and *on top of the stack* (self), written to
-``bench/profiles/<label>.txt``. The topic is the one ``bench/compare.py`` fills.
+``bench/profiles/<label>.txt``. The topic is the one ``bench/compare.py`` fills; with
+``--sketch-topic``, the worker reads that topic of StatementSketch records instead (the one
+``bench/sketch_throughput.py`` fills) and an empty events topic.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
-from common import bench_settings, committed, fill, worker_env
+from common import bench_settings, committed, fill, total as records_in, worker_env
 
 PROFILES = Path(__file__).parent / "profiles"
 
@@ -58,10 +61,16 @@ def main() -> None:
     parser.add_argument("--topic", default="dbopt.bench.query-events.100k")
     parser.add_argument("--seconds", type=float, default=60.0, help="stop profiling after this long")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--sketch-topic", default="", help="profile sketch mode on this filled sketches topic")
     args = parser.parse_args()
     settings = bench_settings()
-    total = fill(settings, args.topic, args.events)
-    env, app_id = worker_env(settings, args.topic)
+    if args.sketch_topic:
+        topic, total = args.sketch_topic, records_in(settings, args.sketch_topic)
+        env, app_id = worker_env(settings, f"dbopt.bench.no-events.{uuid.uuid4().hex[:8]}",
+                                 DBOPT_TOPIC_STATEMENT_SKETCHES=topic)  # fmt: skip
+    else:
+        topic, total = args.topic, fill(settings, args.topic, args.events)
+        env, app_id = worker_env(settings, topic)
     raw = Path(tempfile.mkstemp(prefix="dbopt-profile-", suffix=".txt")[1])
     log = Path(tempfile.mkstemp(prefix="dbopt-profile-worker-", suffix=".log")[1])
     spy = str(Path(sys.executable).parent / "py-spy")
@@ -71,7 +80,7 @@ def main() -> None:
     started = time.perf_counter()
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        while proc.poll() is None and committed(settings, app_id, args.topic) < total:
+        while proc.poll() is None and committed(settings, app_id, topic) < total:
             time.sleep(1)
         drained = time.perf_counter() - started
         if proc.poll() is None:  # stop the worker (py-spy's child): py-spy then writes its samples
@@ -80,7 +89,7 @@ def main() -> None:
                 os.kill(int(pid), signal.SIGTERM)
         proc.wait(timeout=120)
     PROFILES.mkdir(exist_ok=True)
-    header = (f"py-spy {args.rate} Hz, worker draining {total} events of {args.topic} "
+    header = (f"py-spy {args.rate} Hz, worker draining {total} records of {topic} "
               f"({drained:.0f} s from launch to all committed, startup included)\n")  # fmt: skip
     summary = header + summarize(raw) + "\n" + summarize(raw, focus="WindowsStage.run")
     (PROFILES / f"{args.label}.txt").write_text(summary)

@@ -14,6 +14,8 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain
+from operator import sub
 from typing import Literal
 
 import msgspec
@@ -91,28 +93,27 @@ class PaneStats(QuantileSketch):
             self.offset = max(self.offset, other.offset)
 
     def copy(self) -> PaneStats:
+        """The totals and bins (a dict copy, in C) without the pane's place and statement."""
         twin = PaneStats(self.relative_accuracy)
-        twin.merge(self)
+        twin.bins = dict(self.bins)
+        twin.zeros, twin.count, twin.min, twin.max = self.zeros, self.count, self.min, self.max
+        twin.errors, twin.rows, twin.sum_ms, twin.offset = self.errors, self.rows, self.sum_ms, self.offset
         return twin
 
     def encode(self) -> bytes:
         """The compact changelog value: msgpack of the totals and the bins (keys delta-encoded,
         so most are one byte)."""
         keys = sorted(self.bins)
-        deltas = [b - a for a, b in zip([0, *keys], keys, strict=False)]
+        deltas = list(map(sub, keys, chain((0,), keys)))
         return _ENCODE((self.count, self.errors, self.rows, self.sum_ms, self.min if self.count else 0.0,
                         self.max if self.count else 0.0, self.zeros, self.offset, self.relative_accuracy,
-                        deltas, [self.bins[k] for k in keys]))  # fmt: skip
+                        deltas, list(map(self.bins.__getitem__, keys))))  # fmt: skip
 
     @classmethod
     def decode(cls, data: bytes) -> PaneStats:
         count, errors, rows, sum_ms, lo, hi, zeros, offset, accuracy, deltas, counts = _DECODE(data)
         stats = cls(accuracy)
-        key = 0
-        bins = stats.bins
-        for delta, n in zip(deltas, counts, strict=True):
-            key += delta
-            bins[key] = n
+        stats.bins = dict(zip(accumulate(deltas), counts, strict=True))
         stats.count, stats.errors, stats.rows, stats.sum_ms, stats.zeros, stats.offset = (
             count, errors, rows, sum_ms, zeros, offset)  # fmt: skip
         if count:

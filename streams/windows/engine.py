@@ -477,19 +477,25 @@ class PartitionWindows:
         return other
 
     def _window_records(self, window: Window, emitted_at: int) -> Iterator[WindowStats]:
-        """The query rows (service, fingerprint) and context rows (service, context) of a window."""
-        rows: dict[tuple[KeyKind, str, str, str | None], list[PaneStats]] = {}
+        """The query rows (service, fingerprint) and context rows (service, context) of a window.
+        Each key's panes are merged once; a row is the merge of its keys' merges (a context row
+        thus merges a few sketches of many executions each, not every pane of its statements)."""
+        by_key: dict[PaneKey, list[PaneStats]] = {}
         for source in SOURCES:
             by_start = self.panes[source]
             for start in self.spec.panes(window):
                 for key, pane in by_start.get(start, _EMPTY).items():
-                    stats = self._decoded(source, start, key, pane)
-                    service, fingerprint, context, database = key
-                    rows.setdefault(("q", service, fingerprint, database), []).append(stats)
-                    rows.setdefault(("c", service, context, database), []).append(stats)
-        for row, parts in rows.items():
+                    by_key.setdefault(key, []).append(self._decoded(source, start, key, pane))
+        rows: dict[tuple[KeyKind, str, str, str | None], list[tuple[PaneStats, PaneStats]]] = {}
+        for key, parts in by_key.items():
             merged = parts[0] if len(parts) == 1 else _merged(parts)
-            latest = max(parts, key=lambda p: (p.offset, p.source))
+            latest = max(parts, key=_recency)
+            service, fingerprint, context, database = key
+            rows.setdefault(("q", service, fingerprint, database), []).append((merged, latest))
+            rows.setdefault(("c", service, context, database), []).append((merged, latest))
+        for row, merges in rows.items():
+            merged = merges[0][0] if len(merges) == 1 else _merged([m for m, _ in merges])
+            latest = max((last for _, last in merges), key=_recency)
             statement = latest.statement or self.statements[latest.key]  # type: ignore[index]
             yield window_stats(window, StatsKey(*row), merged, statement, emitted_at)
 
@@ -520,6 +526,11 @@ class PartitionWindows:
                 self._retired.append((_STATEMENT + _encode(key), _encode(_statement_tuple(statement))))
             deleted.append(_STATEMENT + _encode(key))
         return deleted
+
+
+def _recency(stats: PaneStats) -> tuple[int, int]:
+    """Order of the records applied last: a row's statement is that of its latest record."""
+    return stats.offset, stats.source
 
 
 def _merged(parts: list[PaneStats]) -> PaneStats:

@@ -18,6 +18,8 @@ exact ``[min, max]``.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Any
 
 RELATIVE_ACCURACY = 0.005
@@ -95,28 +97,27 @@ class QuantileSketch:
         return self.quantiles((q,))[0]
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float]:
-        """:meth:`quantile` of each of ``qs`` (ascending), in one pass over the sorted bins."""
+        """:meth:`quantile` of each of ``qs``: bisections of the cumulative counts of the sorted bins."""
         if any(not 0.0 <= q <= 1.0 for q in qs):
             raise ValueError(f"quantiles must be in [0, 1], got {qs}")
         if self.count == 0:
             raise ValueError("quantile of an empty sketch")
         ranks = [math.floor(q * (self.count - 1)) for q in qs]
-        found: list[float] = []
         bins = self.bins
         keys = sorted(bins)
-        at, seen = -1, self.zeros  # seen: values up to and including bin keys[at]
+        # seen[i]: the values up to and including bin keys[i - 1] (seen[0]: the zeros); C loops
+        seen = list(accumulate(map(bins.__getitem__, keys), initial=self.zeros))
+        value = mapping(self.relative_accuracy).value
+        found: list[float] = []
         for rank in ranks:
             if rank < self.zeros:
                 found.append(max(self.min, 0.0))
                 continue
-            while seen <= rank and at + 1 < len(keys):
-                at += 1
-                seen += bins[keys[at]]
-            if seen <= rank:  # unreachable when counts are consistent
+            at = bisect_right(seen, rank) - 1  # the first bin whose values reach past the rank
+            if at >= len(keys):  # unreachable when counts are consistent
                 found.append(self.max)
                 continue
-            value = mapping(self.relative_accuracy).value(keys[at])
-            found.append(min(max(value, self.min), self.max))
+            found.append(min(max(value(keys[at]), self.min), self.max))
         return found
 
     def to_dict(self) -> dict[str, Any]:
