@@ -477,27 +477,30 @@ class PartitionWindows:
         return other
 
     def _window_records(self, window: Window, emitted_at: int) -> Iterator[WindowStats]:
-        """The query rows (service, fingerprint) and context rows (service, context) of a window.
-        Each key's panes are merged once; a row is the merge of its keys' merges (a context row
-        thus merges a few sketches of many executions each, not every pane of its statements)."""
-        by_key: dict[PaneKey, list[PaneStats]] = {}
+        """The query rows (service, fingerprint) and context rows (service, context) of a window,
+        service by service (only one service's panes are decoded and merged at a time). Each key's
+        panes are merged once; a row is the merge of its keys' merges (a context row thus merges
+        a few sketches of many executions each, not every pane of its statements)."""
+        by_service: dict[str, dict[PaneKey, list[tuple[int, int, PaneStats | bytes]]]] = {}
         for source in SOURCES:
             by_start = self.panes[source]
             for start in self.spec.panes(window):
                 for key, pane in by_start.get(start, _EMPTY).items():
-                    by_key.setdefault(key, []).append(self._decoded(source, start, key, pane))
-        rows: dict[tuple[KeyKind, str, str, str | None], list[tuple[PaneStats, PaneStats]]] = {}
-        for key, parts in by_key.items():
-            merged = parts[0] if len(parts) == 1 else _merged(parts)
-            latest = max(parts, key=_recency)
-            service, fingerprint, context, database = key
-            rows.setdefault(("q", service, fingerprint, database), []).append((merged, latest))
-            rows.setdefault(("c", service, context, database), []).append((merged, latest))
-        for row, merges in rows.items():
-            merged = merges[0][0] if len(merges) == 1 else _merged([m for m, _ in merges])
-            latest = max((last for _, last in merges), key=_recency)
-            statement = latest.statement or self.statements[latest.key]  # type: ignore[index]
-            yield window_stats(window, StatsKey(*row), merged, statement, emitted_at)
+                    by_service.setdefault(key[0], {}).setdefault(key, []).append((source, start, pane))
+        for by_key in by_service.values():
+            rows: dict[tuple[KeyKind, str, str, str | None], list[tuple[PaneStats, PaneStats]]] = {}
+            for key, stored in by_key.items():
+                parts = [self._decoded(source, start, key, pane) for source, start, pane in stored]
+                merged = parts[0] if len(parts) == 1 else _merged(parts)
+                latest = max(parts, key=_recency)
+                service, fingerprint, context, database = key
+                rows.setdefault(("q", service, fingerprint, database), []).append((merged, latest))
+                rows.setdefault(("c", service, context, database), []).append((merged, latest))
+            for row, merges in rows.items():
+                merged = merges[0][0] if len(merges) == 1 else _merged([m for m, _ in merges])
+                latest = max((last for _, last in merges), key=_recency)
+                statement = latest.statement or self.statements[latest.key]  # type: ignore[index]
+                yield window_stats(window, StatsKey(*row), merged, statement, emitted_at)
 
     def _retire(self, horizon: int) -> list[bytes]:
         """Drop the panes every window of which has closed; their changelog keys (and those of
