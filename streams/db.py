@@ -76,3 +76,11 @@ def connect(
         settings, application_name=application_name, url=url, autocommit=autocommit, session=session
     )
     return psycopg.connect(conninfo, **kwargs)
+
+
+def table_exists(conn: psycopg.Connection[Any], schema: str, name: str) -> bool:
+    """Whether the table ``schema.name`` exists (both names as they are: quoted, not case-folded)."""
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, name)
+    ).fetchone()
+    return bool(row and row[0])

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from streams import db
 from streams.execute.audit import LIVE_INDEX_STATUSES, TABLE as AUDIT_TABLE
 
 
@@ -122,10 +123,9 @@ ORDER BY 1, 2, 3
 
 def read_index_use(conn: psycopg.Connection[Any], schemas: list[str], audit_schema: str) -> list[IndexUse]:
     """Every index of the tables in ``schemas`` with its scans, size, write cost and origin."""
-    audited = conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-                           (audit_schema, AUDIT_TABLE)).fetchone()
+    audited = db.table_exists(conn, audit_schema, AUDIT_TABLE)
     query = sql.SQL(_INDEXES).format(
-        audit=sql.Identifier(audit_schema, AUDIT_TABLE) if audited and audited[0] else sql.SQL(
+        audit=sql.Identifier(audit_schema, AUDIT_TABLE) if audited else sql.SQL(
             "(SELECT NULL::text AS action, NULL::text AS status, NULL::text AS index_name, NULL::timestamptz AS finished_at)"),
     )
     conn.execute("SELECT pg_stat_clear_snapshot()")

@@ -31,7 +31,7 @@ WRITE_TYPES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
 
 
 @dataclass(frozen=True, slots=True)
-class WindowPoint:
+class PastWindow:
     start: int
     end: int
     count: int
@@ -50,7 +50,7 @@ class History:
 
     def __init__(self, max_windows: int) -> None:
         self._max = max_windows
-        self._points: dict[str, dict[int, WindowPoint]] = {}
+        self._points: dict[str, dict[int, PastWindow]] = {}
         self._meta: dict[str, tuple[str | None, tuple[str, ...]]] = {}
 
     def add(self, window: WindowStats) -> bool:
@@ -62,7 +62,7 @@ class History:
         start = window.window_start
         if start in points:
             return False  # a redelivered window: emit-final means the first copy is the value
-        points[start] = WindowPoint(start, window.window_end, window.count, window.p95_ms)
+        points[start] = PastWindow(start, window.window_end, window.count, window.p95_ms)
         if len(points) > self._max:
             del points[min(points)]
         self._meta[fp] = (window.statement_type, window.tables)
@@ -77,12 +77,12 @@ class History:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._points = {
-            fp: {int(p[0]): WindowPoint(int(p[0]), int(p[1]), int(p[2]), float(p[3])) for p in pts}
+            fp: {int(p[0]): PastWindow(int(p[0]), int(p[1]), int(p[2]), float(p[3])) for p in pts}
             for fp, pts in state.get("points", {}).items()
         }
         self._meta = {fp: (kind, tuple(tables)) for fp, (kind, tables) in state.get("meta", {}).items()}
 
-    def points(self, fingerprint: str) -> list[WindowPoint]:
+    def points(self, fingerprint: str) -> list[PastWindow]:
         """The remembered windows of ``fingerprint``, oldest first."""
         points = self._points.get(fingerprint, {})
         return [points[start] for start in sorted(points)]
@@ -164,14 +164,14 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _split(points: list[WindowPoint], at: int, n: int) -> tuple[list[WindowPoint], list[WindowPoint]]:
+def _split(points: list[PastWindow], at: int, n: int) -> tuple[list[PastWindow], list[PastWindow]]:
     before = [p for p in points if p.end <= at][-n:]
     after = [p for p in points if p.start >= at][:n]
     return before, after
 
 
 def _write_side(history: History, pending: Pending, n: int, min_count: int) -> tuple[float | None, float | None]:
-    per_window: dict[int, WindowPoint] = {}
+    per_window: dict[int, PastWindow] = {}
     for fp in history.write_fingerprints(pending.table):
         for p in history.points(fp):
             if p.count < min_count:

@@ -33,11 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from streams.allocator import fix_mmap_threshold
     from streams.app.faust_app import create_app, data_dir, prepare_changelogs, prepare_topics
     from streams.kafka.health import Health
     from streams.windows.agent import WindowsStage
 
     settings = load_settings()
+    fix_mmap_threshold()  # before the state grows: the allocator must not hoard beside it
     partitions = prepare_topics(settings)
     windows = settings.windows
     log = logging.getLogger(__name__)

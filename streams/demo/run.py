@@ -18,9 +18,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
-import psycopg
 from confluent_kafka import KafkaException
 from psycopg import sql
 
@@ -186,14 +185,10 @@ def reset_namespace(settings: Settings, out: TextIO, namespace: str = NAMESPACE,
     with db.connect(settings, application_name="dbopt-demo") as conn:
         schema = settings.executor.audit_schema
         advisor, ledger = sql.Identifier(schema, ADVISOR_STATE_TABLE), sql.Identifier(schema, LEDGER_TABLE)
-        if _exists(conn, advisor):
+        if db.table_exists(conn, schema, ADVISOR_STATE_TABLE):
             conn.execute(sql.SQL("DELETE FROM {} WHERE group_id = %s").format(advisor), (settings.advise.consumer_group,))
-        if _exists(conn, ledger):  # deliveries the last run's notify had not finished: its Slack endpoint is gone
+        if db.table_exists(conn, schema, LEDGER_TABLE):  # deliveries the last run's notify had not finished
             conn.execute(sql.SQL("DELETE FROM {} WHERE status <> ALL(%s)").format(ledger), (list(FINAL),))
-
-
-def _exists(conn: psycopg.Connection[Any], table: sql.Identifier) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)).fetchone() == (True,)
 
 
 def demo_tables_ready(settings: Settings, bookings: int) -> bool:
@@ -220,7 +215,7 @@ def reset_previous_run(settings: Settings, out: TextIO) -> None:
         for name in names:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
             out.write(f"   dropped {schema}.{name} left by an earlier demo run\n")
-        if _exists(conn, sql.Identifier(audit, AUDIT_TABLE)):
+        if db.table_exists(conn, audit, AUDIT_TABLE):
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(audit, AUDIT_TABLE)))
 
 

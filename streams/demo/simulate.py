@@ -131,11 +131,7 @@ def read_population(settings: Settings, url: str | None) -> Population:
     schema = db.target_schema(settings)
     try:
         with db.connect(settings, url=url, application_name="dbopt-simulate") as conn:
-            missing = [
-                name for name in TABLE_NAMES
-                if conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, name)).fetchone()
-                == (None,)
-            ]
+            missing = [name for name in TABLE_NAMES if not db.table_exists(conn, schema, name)]
             if missing:
                 raise SimulateError(f"demo tables missing ({', '.join(missing)}): run `dbopt demo-db init` first")
             counts = {

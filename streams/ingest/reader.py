@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams.config import Settings
@@ -258,14 +259,27 @@ class EventReader:
 
 
 def statement_of(accepted: Accepted) -> Statement:
-    """The statement of an accepted event; its repeated texts (normalized text, type, tables)
-    interned, since the windows keep one Statement per key for as long as the key has open windows
-    and many keys share a text (one query shape, several services or contexts)."""
+    """The statement of an accepted event (see :func:`shared_statement`)."""
     event = accepted.event
     assert event.fingerprint is not None  # validate() always fills it in
-    tables = _TABLES.setdefault(event.tables, event.tables) if len(_TABLES) < _TABLES_KEPT else event.tables
-    return Statement(event.fingerprint, sys.intern(event.query_text), sys.intern(event.statement_type), tables,
-                     accepted.context, accepted.criticality)  # fmt: skip
+    return shared_statement(event.fingerprint, event.query_text, event.statement_type, event.tables,
+                            accepted.context, accepted.criticality)  # fmt: skip
+
+
+def shared_statement(
+    fingerprint: str, query_text: str, statement_type: str, tables: Iterable[str], context: str, criticality: str
+) -> Statement:
+    """A Statement whose repeated texts are interned and whose tables tuple is shared, since the
+    windows keep one Statement per key for as long as the key has open windows and many keys share
+    a text (one query shape, several services or contexts); new and restored statements alike."""
+    given = tuple(tables)
+    shared = _TABLES.get(given)
+    if shared is None:
+        shared = tuple(sys.intern(table) for table in given)
+        if len(_TABLES) < _TABLES_KEPT:
+            _TABLES[shared] = shared
+    return Statement(fingerprint, sys.intern(query_text), sys.intern(statement_type), shared, sys.intern(context),
+                     sys.intern(criticality))  # fmt: skip
 
 
 _TABLES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct list of tables

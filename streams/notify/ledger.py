@@ -20,6 +20,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from streams import db
+
 from .model import Action, Notification
 from .routing import Planned
 
@@ -160,8 +162,7 @@ class Ledger:
         ))
 
     def _audit_exists(self) -> bool:
-        row = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f'"{self.schema}"."{AUDIT_TABLE}"']).fetchone()
-        return bool(row and row[0])
+        return db.table_exists(self.conn, self.schema, AUDIT_TABLE)
 
     def actions_for(self, fingerprint: str | None, limit: int = 3) -> list[Action]:
         """The latest commands dbopt made for a fingerprint, from the executor's audit table."""

@@ -67,8 +67,7 @@ class Store:
             "finished_at, executor_id FROM {} ORDER BY received_at DESC LIMIT %s"
         ).format(sql.Identifier(self.schema, AUDIT_TABLE))
         with self._connect() as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (f"{self.schema}.{AUDIT_TABLE}",)).fetchone()
-            if exists is None or exists[0] is None:
+            if not db.table_exists(conn, self.schema, AUDIT_TABLE):
                 return []
             with conn.cursor(row_factory=dict_row) as cur:
                 rows = cur.execute(query, (limit,)).fetchall()

@@ -28,9 +28,7 @@ store Faust would have given it:
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +37,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
+from streams.allocator import release_memory
 from streams.config import Settings
 from streams.ingest import Rejected, dead_letter
 from streams.ingest.reader import EventReader
@@ -71,33 +70,6 @@ CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(10 * 60 * 100
 # a checkpoint this large (a burst of new keys, a window of many keys closing) leaves freed memory
 # in the C allocator's arenas; hand it back to the system
 TRIM_AFTER = 10_000
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
-_malloc_trim: Callable[[int], int] | None
-_mallopt: Callable[[int, int], int] | None
-try:
-    _libc = ctypes.CDLL("libc.so.6")  # glibc only
-    _malloc_trim, _mallopt = _libc.malloc_trim, _libc.mallopt
-except (OSError, AttributeError):
-    _malloc_trim = _mallopt = None
-
-
-def release_memory() -> None:
-    """Return the C allocator's free memory to the system (glibc ``malloc_trim``; else nothing)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def fix_mmap_threshold() -> None:
-    """Keep glibc's mmap threshold at 128 KB (unless ``MALLOC_MMAP_THRESHOLD_`` sets one).
-
-    By default glibc raises the threshold to the size of every large block freed, up to 32 MB;
-    from then on the large, short-lived tables of a close or a batch come from the heap, and what
-    they leave between the long-lived state stays resident. With a fixed threshold they are mapped
-    and unmapped: at 100,000 live keys the whole worker no longer grows by 15-30 MB in the minute
-    after a drain (bench/README.md, worker memory)."""
-    if _mallopt is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def changelog_topic_name(settings: Settings) -> str:
@@ -120,7 +92,6 @@ class WindowsStage:
     """One process's share of the windows: the partitions the group gives it."""
 
     def __init__(self, settings: Settings, health: Health | None = None) -> None:
-        fix_mmap_threshold()  # the process's big state lives here: keep the allocator from hoarding beside it
         self.settings = settings
         self.health = health or Health("windows")
         windows = settings.windows

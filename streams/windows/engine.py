@@ -41,7 +41,7 @@ import msgspec
 
 from streams.config import WindowSettings
 from streams.ingest import OTHER_FINGERPRINT, Rejected
-from streams.ingest.reader import Execution, Statement
+from streams.ingest.reader import Execution, Statement, shared_statement
 from streams.ingest.sketches import SketchInput
 from streams.records import WindowStats
 from streams.windows.aggregate import KeyKind, PaneKey, PaneStats, StatsKey, window_stats
@@ -554,11 +554,10 @@ def _pane_key_tuple(parts: list[object]) -> PaneKey:
 
 
 def _statement(fields: list[object]) -> Statement:
-    """A restored statement, its repeated texts interned as :func:`statement_of` does for new ones."""
+    """A restored statement, shared and interned as new ones are."""
     fingerprint, text, statement_type, tables, context, criticality = fields
-    return Statement(str(fingerprint), sys.intern(str(text)), sys.intern(str(statement_type)),
-                     tuple(sys.intern(str(t)) for t in tables), sys.intern(str(context)),  # type: ignore[attr-defined]
-                     sys.intern(str(criticality)))  # fmt: skip
+    return shared_statement(str(fingerprint), str(text), str(statement_type), (str(t) for t in tables),  # type: ignore[attr-defined]
+                            str(context), str(criticality))  # fmt: skip
 
 
 def _statement_tuple(statement: Statement) -> tuple[object, ...]:
