@@ -126,15 +126,19 @@ def test_freeze_end_releases_deferred_commands_in_tier_order_with_pauses(setting
     from streams.kafka.topics import ensure_topics
 
     ensure_topics(xs)
-    # arrival order: the least critical first
+    # arrival order: the least critical first; created a millisecond apart, so that within the
+    # critical tier the older command is known (commands made in the same millisecond are ordered
+    # by their ids)
+    created = int(time.time() * 1000)
     cmds = {
         "guests": command("CREATE INDEX CONCURRENTLY dbopt_idx_guests_w ON guests (wedding_id)",
-                          service="guest-service", context="guest_management"),
+                          service="guest-service", context="guest_management", created_at=created),
         "notifications": command("CREATE INDEX CONCURRENTLY dbopt_idx_notif_g ON notifications (guest_id)",
-                                 service="notification-service"),
+                                 service="notification-service", created_at=created + 1),
         "bookings": command("CREATE INDEX CONCURRENTLY dbopt_idx_bookings_v ON bookings (vendor_id)",
-                            service="booking-service", context="booking"),
-        "bookings2": command("ANALYZE bookings", service="booking-service", context="booking"),
+                            service="booking-service", context="booking", created_at=created + 2),
+        "bookings2": command("ANALYZE bookings", service="booking-service", context="booking",
+                             created_at=created + 3),
     }
     send(xs, *cmds.values())
     report = run(xs, calendar=SATURDAY, max_commands=4)
