@@ -15,8 +15,10 @@ import uuid
 
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 from psycopg import sql
 
+from faults_harness import private_broker, restart_broker
 from streams import db
 from streams.advise.state import StateStore
 from streams.app.faust_app import data_dir
@@ -107,3 +109,32 @@ def _end_offset(settings: Settings, tp: TopicPartition) -> int:
         raise AssertionError(f"no end offset for {tp.topic}")
     finally:
         consumer.close()
+
+
+def test_a_reset_right_after_the_broker_starts_still_finds_the_groups(infra: Settings, tmp_path: object) -> None:
+    """For a few seconds after a broker starts, its group coordinator is still loading the offsets
+    topic and a listing of groups is empty: a demo started right after ``make up`` used to delete
+    no group, and the stages' offsets outlived the topics they pointed into. A private broker is
+    restarted here so that the shared one is never stopped; 3,000 partitions of its own make it take
+    as long to load as a broker that has served a while (here about 1.7 s)."""
+    with private_broker() as broker:
+        admin = clients.admin(infra.with_overrides(kafka_bootstrap=broker.bootstrap))
+        for future in admin.create_topics([NewTopic(f"padding-{i}", 100, 1) for i in range(30)]).values():
+            future.result()
+        namespace = f"t-demo-{uuid.uuid4().hex[:8]}"
+        settings = load_settings({"DBOPT_KAFKA_BOOTSTRAP": broker.bootstrap,
+                                  "DBOPT_DATABASE_URL": infra.database_url.get_secret_value(),
+                                  "DBOPT_WORKER_DATA_DIR": str(tmp_path), **namespace_env(infra, namespace)})  # fmt: skip
+        ensure_topics(settings, ["alerts"])
+        stage_groups = [settings.advise.consumer_group, settings.notify.consumer_group]
+        for group in stage_groups:
+            consumer = clients.consumer(settings, group)
+            consumer.commit(offsets=[TopicPartition(settings.topics.alerts, 0, 0)], asynchronous=False)
+            consumer.close()
+        broker.stop()
+        restart_broker(broker)
+        out = io.StringIO()
+        reset_namespace(settings, out, namespace)
+        assert "1 topic(s) and 2 consumer group(s)" in out.getvalue()
+        admin = clients.admin(settings)  # a client of the restarted broker
+        assert clients.existing_groups(admin, stage_groups) == []

@@ -156,11 +156,19 @@ def reset_namespace(settings: Settings, out: TextIO, namespace: str = NAMESPACE,
     """Delete the consumer groups and topics an earlier run left under ``namespace`` (the worker's
     changelogs included), the worker's local tables, the advisor's saved state and the deliveries
     notify had not finished, so nothing of it comes back; nothing outside the namespace is touched."""
+    from streams.app.faust_app import agents_app_id, data_dir
     from streams.kafka import clients
 
     admin = clients.admin(settings)
+    # the stages' groups asked by name first: right after the broker starts, a listing misses the
+    # groups whose coordinator is still loading, and their offsets would outlive the deleted topics
+    named = [v for k, v in namespace_env(settings, namespace).items() if not k.startswith("DBOPT_TOPIC_")]
+    try:
+        found = clients.existing_groups(admin, [*named, agents_app_id(settings)], timeout=timeout)
+    except TimeoutError as exc:
+        raise SystemExit(f"demo: cannot reset the consumer groups: {exc}") from exc
     listed = admin.list_consumer_groups(request_timeout=10).result()
-    groups = [g.group_id for g in listed.valid if in_namespace(g.group_id, namespace)]
+    groups = sorted(g for g in {*found, *(g.group_id for g in listed.valid)} if in_namespace(g, namespace))
     if groups:
         for group, future in admin.delete_consumer_groups(groups, request_timeout=10).items():
             try:
@@ -179,8 +187,6 @@ def reset_namespace(settings: Settings, out: TextIO, namespace: str = NAMESPACE,
                 raise SystemExit(f"demo: the broker has not deleted {namespace}.* topics within {timeout:.0f} s")
             time.sleep(0.5)
         out.write(f"   deleted {len(topics)} topic(s) and {len(groups)} consumer group(s) of an earlier demo run\n")
-    from streams.app.faust_app import data_dir
-
     shutil.rmtree(data_dir(settings), ignore_errors=True)  # the agents' local tables match the deleted changelogs
     with db.connect(settings, application_name="dbopt-demo") as conn:
         schema = settings.executor.audit_schema

@@ -156,3 +156,35 @@ def admin(settings: Settings, **overrides: Any) -> AdminClient:
     config: dict[str, Any] = {**connection_config(settings), "socket.timeout.ms": 10_000}
     config.update({k.replace("_", "."): v for k, v in overrides.items()})
     return AdminClient(config)
+
+
+# a group's coordinator that cannot answer yet: right after a broker starts it loads the offsets
+# topic, and for those seconds it knows no group (a listing of groups is then silently empty)
+_COORDINATOR_NOT_YET = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+})  # fmt: skip
+
+
+def existing_groups(admin: AdminClient, group_ids: list[str], timeout: float = 30.0) -> list[str]:
+    """Those of ``group_ids`` the broker has (with members or committed offsets), asked again while
+    their coordinators are still loading; ``TimeoutError`` if they are not ready within ``timeout``."""
+    from confluent_kafka import ConsumerGroupState
+
+    deadline = time.monotonic() + timeout
+    pending, found = list(group_ids), []
+    while pending:
+        waiting = []
+        for group, future in admin.describe_consumer_groups(pending, request_timeout=10).items():
+            try:
+                if future.result().state != ConsumerGroupState.DEAD:
+                    found.append(group)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _COORDINATOR_NOT_YET:
+                    raise
+                waiting.append(group)
+        if waiting and time.monotonic() > deadline:
+            raise TimeoutError(f"the group coordinator of {', '.join(waiting)} is not ready after {timeout:.0f} s")
+        if waiting:
+            time.sleep(0.5)
+        pending = waiting
+    return found
