@@ -96,10 +96,10 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     return faust.SSLCredentials(context) if context is not None else None
 
 
-def agents_app_id(settings: Settings) -> str:
+def agents_app_id(worker_app_id: str) -> str:
     """The Faust app's id (its consumer group and changelog prefix): the windows stage's consumer
     group is ``DBOPT_WORKER_APP_ID`` itself, and a group cannot mix Faust's and librdkafka's assignors."""
-    return f"{settings.windows.app_id}-agents"
+    return f"{worker_app_id}-agents"
 
 
 def create_app(settings: Settings, partitions: int, windows_health: Health | None = None) -> faust.App:
@@ -108,7 +108,7 @@ def create_app(settings: Settings, partitions: int, windows_health: Health | Non
     stage, :mod:`streams.windows.agent`, that runs beside the app in the same process)."""
     windows = settings.windows
     app = faust.App(
-        agents_app_id(settings),
+        agents_app_id(settings.windows.app_id),
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store=windows.store,

@@ -136,7 +136,13 @@ def namespace_env(settings: Settings, namespace: str = NAMESPACE) -> dict[str, s
     a run never reads what tests, the README's commands or an earlier run wrote to the product's."""
     topics = {f"DBOPT_TOPIC_{key.upper()}": f"{namespace}.{name.removeprefix('dbopt.')}"
               for key, name in settings.topics.all().items()}  # fmt: skip
-    groups = {
+    return topics | _group_env(namespace)
+
+
+def _group_env(namespace: str) -> dict[str, str]:
+    """The stages' consumer groups under ``namespace`` (the Faust agents' group derives from the
+    worker's: :func:`streams.app.faust_app.agents_app_id`)."""
+    return {
         "DBOPT_WORKER_APP_ID": namespace,
         "DBOPT_ADVISOR_GROUP": f"{namespace}-advisor",
         "DBOPT_EXECUTOR_GROUP": f"{namespace}-executor",
@@ -144,7 +150,6 @@ def namespace_env(settings: Settings, namespace: str = NAMESPACE) -> dict[str, s
         "DBOPT_COLLECT_CONSUMER_GROUP": f"{namespace}-collect",
         "DBOPT_SERVE_CONSUMER_GROUP": f"{namespace}-serve",
     }
-    return topics | groups
 
 
 def in_namespace(name: str, namespace: str = NAMESPACE) -> bool:
@@ -162,9 +167,10 @@ def reset_namespace(settings: Settings, out: TextIO, namespace: str = NAMESPACE,
     admin = clients.admin(settings)
     # the stages' groups asked by name first: right after the broker starts, a listing misses the
     # groups whose coordinator is still loading, and their offsets would outlive the deleted topics
-    named = [v for k, v in namespace_env(settings, namespace).items() if not k.startswith("DBOPT_TOPIC_")]
+    groups_env = _group_env(namespace)
+    agents = agents_app_id(groups_env["DBOPT_WORKER_APP_ID"])
     try:
-        found = clients.existing_groups(admin, [*named, agents_app_id(settings)], timeout=timeout)
+        found = clients.existing_groups(admin, [*groups_env.values(), agents], timeout=timeout)
     except TimeoutError as exc:
         raise SystemExit(f"demo: cannot reset the consumer groups: {exc}") from exc
     listed = admin.list_consumer_groups(request_timeout=10).result()

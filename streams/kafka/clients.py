@@ -14,7 +14,7 @@ import ssl
 import time
 from typing import Any, Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
@@ -168,11 +168,9 @@ _COORDINATOR_NOT_YET = frozenset({
 def existing_groups(admin: AdminClient, group_ids: list[str], timeout: float = 30.0) -> list[str]:
     """Those of ``group_ids`` the broker has (with members or committed offsets), asked again while
     their coordinators are still loading; ``TimeoutError`` if they are not ready within ``timeout``."""
-    from confluent_kafka import ConsumerGroupState
-
     deadline = time.monotonic() + timeout
     pending, found = list(group_ids), []
-    while pending:
+    while True:
         waiting = []
         for group, future in admin.describe_consumer_groups(pending, request_timeout=10).items():
             try:
@@ -182,9 +180,9 @@ def existing_groups(admin: AdminClient, group_ids: list[str], timeout: float = 3
                 if exc.args[0].code() not in _COORDINATOR_NOT_YET:
                     raise
                 waiting.append(group)
-        if waiting and time.monotonic() > deadline:
+        if not waiting:
+            return found
+        if time.monotonic() > deadline:
             raise TimeoutError(f"the group coordinator of {', '.join(waiting)} is not ready after {timeout:.0f} s")
-        if waiting:
-            time.sleep(0.5)
+        time.sleep(0.5)
         pending = waiting
-    return found
