@@ -14,11 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
-from serve_harness import PASSWORDS, advisor_command, firing_alert, produce, window
+from serve_harness import PASSWORDS, advisor_command, firing_alert, produce, wait_for, window
 from streams.config import Settings, run_dir
 from streams.execute.agent import run_executor
 from streams.execute.executor import Executor
@@ -45,8 +45,11 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-def logged_in(browser: Browser, running: server.Running, name: str) -> Page:
+def logged_in(browser: Browser, running: server.Running, name: str, *, hold_events: list[Route] | None = None) -> Page:
+    """A page logged in as ``name``; with ``hold_events`` its ``/events`` requests wait there, unsent."""
     page = browser.new_page(viewport={"width": 1360, "height": 900})
+    if hold_events is not None:
+        page.route("**/events", lambda route: hold_events.append(route))
     page.set_default_timeout(15_000)
     page.goto(running.url + "/")
     expect(page).to_have_url(running.url + "/login?next=%2F")
@@ -98,6 +101,31 @@ def test_breaching_context_and_a_new_window_without_a_reload(browser: Browser, s
     page.goto(served.url + "/pools")
     expect(page.locator("tr[data-pool='notification-service/default']")).to_contain_text("4/4")
     shot(page, "pools")
+    page.close()
+
+
+def test_a_change_made_before_the_event_stream_opens_is_shown(browser: Browser, ss: Settings,
+                                                              served: server.Running) -> None:
+    """A window that reaches serve after the page was rendered but before its ``/events`` stream opened
+    was announced to nobody; the page fetches its live block when the stream opens (also after a
+    reconnect), so it is shown all the same. The stream is held back here to make that gap certain."""
+    held: list[Route] = []
+    page = logged_in(browser, served, "olivia", hold_events=held)
+    expect(page.locator("#live")).to_contain_text("No closed window yet")
+    deadline = time.monotonic() + 15
+    while not held:  # the route handler runs while Playwright waits, not in time.sleep
+        assert time.monotonic() < deadline, "the page did not request its event stream"
+        page.wait_for_timeout(100)
+
+    now = int(time.time() * 1000)
+    produce(ss, window(10, 82.5, now=now))
+    wait_for("serve's view to hold the window", served.parts.view.contexts)
+    time.sleep(1.0)  # its announcement has gone out, to no open stream
+    held[-1].continue_()
+    page.unroute("**/events")  # a reconnection is not held
+    expect(page.locator("#live-status")).to_have_text("live")
+    booking = page.locator("tr[data-service='booking-service'][data-context='booking']")
+    expect(booking.locator("td.p95")).to_have_text("82.5 ms")
     page.close()
 
 

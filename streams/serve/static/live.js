@@ -36,7 +36,9 @@
   }
 
   var source = new EventSource("/events");
-  source.onopen = function () { show("on", "live"); };
+  // Whatever changed before the stream opened (between the page's render and its first connection,
+  // or while it reconnected) was announced to nobody: each opening fetches the live block once.
+  source.onopen = function () { show("on", "live"); refresh(); };
   source.onerror = function () { show("down", "reconnecting…"); };
   source.addEventListener("update", function (event) {
     var changed = [];
