@@ -240,7 +240,9 @@ def test_crafted_windows_fire_error_and_surge_alerts_healthy_ones_stay_silent(
     _, errors = alerts.wait_for(lambda a: a.kind == "errors", timeout=30)
     assert (errors.state, errors.service, errors.context, errors.metric) == ("firing", "payment-service", "payment", "error_share")
     assert errors.window_start == t0 + 4 * MINUTE and errors.p95_ms == 0.04 and errors.threshold_ms == 0.02
-    _, surge = alerts.wait_for(lambda a: a.kind == "surge", timeout=30)
+    # firing and resolved are keyed by their own ids, so they may sit on different partitions of the
+    # alerts topic and be read in either order: each is waited for by its state
+    _, surge = alerts.wait_for(lambda a: a.kind == "surge" and a.state == "firing", timeout=30)
     assert (surge.state, surge.service, surge.metric, surge.p95_ms) == ("firing", "booking-service", "events_per_window", 1500.0)
     assert surge.window_start == t0 + 8 * MINUTE and surge.baseline_ms == 300.0 and surge.season is not None
     _, resolved = alerts.wait_for(lambda a: a.kind == "surge" and a.state == "resolved", timeout=30)
