@@ -67,6 +67,13 @@ T = TypeVar("T")
 CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(10 * 60 * 1000), "min.cleanable.dirty.ratio": "0.2"}
 
 
+# a changelog read that gets nowhere for this long is started again on a new consumer, at most
+# RESTORE_ATTEMPTS times: after a broker restart an assigned consumer can stay stuck without an error
+# (reported upstream, librdkafka#5153), and a restore must not wait for it forever
+RESTORE_STALL_S = 15.0
+RESTORE_ATTEMPTS = 3
+
+
 # a checkpoint this large (a burst of new keys, a window of many keys closing) leaves freed memory
 # in the C allocator's arenas; hand it back to the system
 TRIM_AFTER = 10_000
@@ -116,7 +123,7 @@ class WindowsStage:
                                          queued_max_messages_kbytes=8 * 1024, fetch_max_bytes=8 * 1024 * 1024)  # fmt: skip
         self.producer = clients.producer(settings, linger_ms=5, compression_type="zstd",
                                          delivery_report_only_error=True, queue_buffering_max_kbytes=8 * 1024)  # fmt: skip
-        self._restorer = clients.consumer(settings, f"{windows.app_id}-restore")
+        self._restorer = clients.consumer(settings, f"{windows.app_id}-restore")  # assigned only while restoring
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -362,21 +369,41 @@ class WindowsStage:
                                  self.databases)  # fmt: skip
         tp = TopicPartition(self.changelog, partition, OFFSET_BEGINNING)
         low, high = self._restorer.get_watermark_offsets(tp, timeout=10)
-        records: list[tuple[bytes, bytes | None]] = []
-        if high > low:
-            self._restorer.assign([tp])
-            while True:
-                for message in self._restorer.consume(10_000, timeout=1.0):
-                    key = message.key()
-                    if message.error() is None and key is not None:
-                        records.append((key, message.value()))
-                position = self._restorer.position([tp])[0].offset
-                if position >= high:
-                    break
-            self._restorer.unassign()
+        records = self._read_changelog(tp, high) if high > low else []
         state.load(records)
         log.info("windows: partition %d restored from %d changelog records", partition, len(records))
         return state
+
+    def _read_changelog(self, tp: TopicPartition, high: int, stall_s: float = RESTORE_STALL_S) -> list[tuple[bytes, bytes | None]]:
+        """The records of changelog partition ``tp`` up to offset ``high``; a read that gets nowhere for
+        ``stall_s`` starts again on a new consumer, and after :data:`RESTORE_ATTEMPTS` of them fails."""
+        for attempt in range(1, RESTORE_ATTEMPTS + 1):
+            records: list[tuple[bytes, bytes | None]] = []
+            self._restorer.assign([tp])
+            try:
+                reached, since = -1, time.monotonic()
+                while True:
+                    for message in self._restorer.consume(10_000, timeout=1.0):
+                        key = message.key()
+                        if message.error() is None and key is not None:
+                            records.append((key, message.value()))
+                    self.health.beat()
+                    position = self._restorer.position([tp])[0].offset
+                    if position >= high:
+                        return records
+                    if position > reached:
+                        reached, since = position, time.monotonic()
+                    elif time.monotonic() - since > stall_s:
+                        break
+            finally:
+                self._restorer.unassign()
+            log.warning("windows: restoring partition %d: nothing read for %.0f s at offset %d of %d (attempt %d of %d); "
+                        "starting again on a new consumer", tp.partition, stall_s, reached, high, attempt,
+                        RESTORE_ATTEMPTS)  # fmt: skip
+            self._restorer.close()
+            self._restorer = clients.consumer(self.settings, f"{self.settings.windows.app_id}-restore")
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                        f"changelog partition {tp.partition} not read to offset {high}"))
 
     def _hold(self, partition: int, state: PartitionWindows, wall: float) -> None:
         """Tell ``state`` which inputs its watermark waits for: one with unread records (or whose
