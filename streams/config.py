@@ -558,6 +558,11 @@ class WindowSettings(Group):
         10_000, ge=6_000, le=300_000,
         description="Kafka session timeout of the windows stage: a crashed worker's partitions move on after this (ms)",
     )
+    delivery_timeout_ms: Annotated[int, Env("DBOPT_WORKER_DELIVERY_TIMEOUT_MS")] = Field(
+        60_000, ge=1_000,
+        description="How long the windows stage's records may wait for the broker; then the stage starts again "
+        "from its last commit on new clients (ms)",
+    )
 
     @model_validator(mode="after")
     def _hopping_is_whole_hops(self) -> Self:

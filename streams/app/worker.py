@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.allocator import fix_mmap_threshold
     from streams.app.faust_app import create_app, data_dir, prepare_changelogs, prepare_topics
     from streams.kafka.health import Health
-    from streams.windows.agent import WindowsStage
+    from streams.windows.agent import run_windows_stage
 
     settings = load_settings()
     fix_mmap_threshold()  # before the state grows: the allocator must not hoard beside it
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("worker %s (windows stage): %d partitions, probes on http://%s:%d", windows.app_id, partitions,
                  windows.web_host, windows.web_port)  # fmt: skip
         try:
-            WindowsStage(settings, health).run(stop)
+            run_windows_stage(settings, health, stop)
         finally:
             server.shutdown()
         return 0
@@ -64,13 +64,14 @@ def run(args: argparse.Namespace) -> int:
     log.info("worker %s: %d partitions, web on http://%s:%d", windows.app_id, partitions, windows.web_host,
              windows.web_port)  # fmt: skip
     # the windows stage (confluent-kafka) runs in a thread beside the Faust app (detector, traffic, pools);
-    # when it fails, the process stops with status 1 (Faust's SIGTERM handling ends the app)
+    # when it fails (other than by records the broker did not take: then it starts again by itself), the
+    # process stops with status 1 (Faust's SIGTERM handling ends the app)
     stop = threading.Event()
     failed: list[BaseException] = []
 
     def windows_stage() -> None:
         try:
-            WindowsStage(settings, health).run(stop)
+            run_windows_stage(settings, health, stop)
         except BaseException as exc:
             failed.append(exc)
             log.exception("the windows stage failed; stopping the worker")

@@ -79,6 +79,21 @@ RESTORE_ATTEMPTS = 3
 TRIM_AFTER = 10_000
 
 
+def run_windows_stage(settings: Settings, health: Health, stop: threading.Event) -> None:
+    """The windows stage until ``stop``; started again from its last commit, on new clients, when the
+    broker did not take its records within ``DBOPT_WORKER_DELIVERY_TIMEOUT_MS``: after a broker restart a
+    producer can stay stuck with records it never delivers. The new stage restores its partitions from
+    the changelog and replays from the committed offsets, as a restarted process would."""
+    while True:
+        try:
+            WindowsStage(settings, health).run(stop)
+            return
+        except DeliveryFailed as exc:
+            if stop.is_set():
+                raise
+            log.warning("windows: %s; starting the stage again from its last commit", exc)
+
+
 def changelog_topic_name(settings: Settings) -> str:
     return f"{settings.windows.app_id}-windows-changelog"
 
@@ -122,7 +137,8 @@ class WindowsStage:
                                          session_timeout_ms=windows.session_timeout_ms,
                                          queued_max_messages_kbytes=8 * 1024, fetch_max_bytes=8 * 1024 * 1024)  # fmt: skip
         self.producer = clients.producer(settings, linger_ms=5, compression_type="zstd",
-                                         delivery_report_only_error=True, queue_buffering_max_kbytes=8 * 1024)  # fmt: skip
+                                         delivery_report_only_error=True, queue_buffering_max_kbytes=8 * 1024,
+                                         message_timeout_ms=windows.delivery_timeout_ms)  # fmt: skip
         self._restorer = clients.consumer(settings, f"{windows.app_id}-restore")  # assigned only while restoring
 
     # --- the loop ---------------------------------------------------------------------------
@@ -322,7 +338,7 @@ class WindowsStage:
             self.commit(final=True)
         for partition in numbers:
             state = self.states.pop(partition, None)
-            if state is not None:
+            if state is not None and not self._broken:  # a broken stage is going away: nothing to keep
                 self._held[partition] = _Held(state, self._changelog_end(partition))
         log.info("windows: revoked partitions %s", numbers)
 
