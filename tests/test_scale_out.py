@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from faults_harness import window_reader
 from streams.config import Settings
 from streams.kafka.topics import ensure_topics
 from worker_harness import (
     MINUTE,
     QUANTILES,
     Event,
-    WindowReader,
     WorkerProcess,
     base_time,
     expected_windows,
@@ -59,7 +59,7 @@ def test_two_workers_with_rebalances_emit_what_one_worker_emits(settings: Settin
 
     one = start(settings, app_a, "one")
     b1 = start(settings_b, app_b, "b1")
-    readers = [WindowReader(settings), WindowReader(settings_b)]
+    readers = [window_reader(settings), window_reader(settings_b)]  # a just-created topic may not be listed yet
     b2 = None
     try:
         wait_for_members(settings, app_b, 1, [one, b1])
