@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.allocator import release_memory
 from streams.config import Settings
@@ -139,7 +139,7 @@ class WindowsStage:
         self.producer = clients.producer(settings, linger_ms=5, compression_type="zstd",
                                          delivery_report_only_error=True, queue_buffering_max_kbytes=8 * 1024,
                                          message_timeout_ms=windows.delivery_timeout_ms)  # fmt: skip
-        self._restorer = clients.consumer(settings, f"{windows.app_id}-restore")  # assigned only while restoring
+        self._restorer = self._new_restorer()  # assigned only while restoring
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -390,6 +390,9 @@ class WindowsStage:
         log.info("windows: partition %d restored from %d changelog records", partition, len(records))
         return state
 
+    def _new_restorer(self) -> Consumer:
+        return clients.consumer(self.settings, f"{self.settings.windows.app_id}-restore")
+
     def _read_changelog(self, tp: TopicPartition, high: int, stall_s: float = RESTORE_STALL_S) -> list[tuple[bytes, bytes | None]]:
         """The records of changelog partition ``tp`` up to offset ``high``; a read that gets nowhere for
         ``stall_s`` starts again on a new consumer, and after :data:`RESTORE_ATTEMPTS` of them fails."""
@@ -417,7 +420,7 @@ class WindowsStage:
                         "starting again on a new consumer", tp.partition, stall_s, reached, high, attempt,
                         RESTORE_ATTEMPTS)  # fmt: skip
             self._restorer.close()
-            self._restorer = clients.consumer(self.settings, f"{self.settings.windows.app_id}-restore")
+            self._restorer = self._new_restorer()
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
                                         f"changelog partition {tp.partition} not read to offset {high}"))
 
